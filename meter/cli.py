@@ -1,0 +1,338 @@
+"""The ``meter`` command: ``devices``, ``run -- CMD``, ``calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from meter import __version__
+from meter.core import Meter, check_interval, options_from_env
+from meter.errors import MeterError
+from meter.measurement import Measurement
+
+log = logging.getLogger("meter")
+
+
+def _err(msg: str) -> None:
+    print(f"meter: {msg}", file=sys.stderr)
+
+
+def _build_meter(args: argparse.Namespace) -> Meter:
+    opts = options_from_env()
+    if getattr(args, "interval", None) is not None:
+        opts["interval_s"] = check_interval(args.interval, "--interval")
+    if getattr(args, "gpus", None):
+        try:
+            opts["gpus"] = [int(x) for x in args.gpus.split(",") if x.strip()]
+        except ValueError:
+            from meter.errors import ConfigError
+
+            raise ConfigError(f"--gpus {args.gpus!r} must be ordinals like 0,1") from None
+    if getattr(args, "no_cpu", False):
+        opts["cpu"] = False
+    return Meter(**opts)
+
+
+# -- meter devices ---------------------------------------------------------------------------
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from meter.devices import discover
+
+    opts = options_from_env()
+    found = discover(
+        gpus=opts.get("gpus"),
+        cpu=opts.get("cpu", True),
+        cpu_tdp_w=opts.get("cpu_tdp_w"),
+        rapl_psys=args.psys,
+    )
+    if args.json:
+        out = {
+            "devices": [
+                {
+                    "key": d.info.key,
+                    "kind": d.info.kind,
+                    "model": d.info.model,
+                    "method": d.info.method,
+                    "uuid": d.info.uuid,
+                    "index": d.info.index,
+                    "counted": d.info.counted,
+                    "notes": list(d.info.notes),
+                }
+                for d in found.devices
+            ],
+            "unavailable": [
+                {"key": u.key, "kind": u.kind, "reason": u.reason, "fix": u.fix}
+                for u in found.unavailable
+            ],
+            "warnings": found.warnings,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        if found.devices:
+            rows = [("device", "method", "model", "uuid")]
+            rows += [
+                (d.info.key, d.info.method, d.info.model, d.info.uuid or "-") for d in found.devices
+            ]
+            _print_table(rows)
+            for d in found.devices:
+                for note in d.info.notes:
+                    print(f"  {d.info.key}: {note}")
+        else:
+            print("no device can be metered here")
+        if found.unavailable:
+            print("\nnot available:")
+            for u in found.unavailable:
+                print(f"  {u.key}: {u.reason}")
+                if u.fix:
+                    print(f"    fix: {u.fix}")
+        for w in found.warnings:
+            print(f"\nwarning: {w}")
+    for d in found.devices:
+        d.close()
+    return 0
+
+
+def _print_table(rows: Sequence[Sequence[str]], file: Any = None) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        line = "  ".join(
+            str(c).rjust(w) if _numeric(c) else str(c).ljust(w)
+            for c, w in zip(r, widths, strict=True)
+        )
+        print(line.rstrip(), file=file or sys.stdout)
+
+
+def _numeric(c: object) -> bool:
+    try:
+        float(str(c))
+    except ValueError:
+        return False
+    return True
+
+
+# -- meter run -------------------------------------------------------------------------------
+
+
+def summary_table(m: Measurement, title: str) -> list[list[str]]:
+    rows = [["device", "method", "energy_J", "avg_W", "peak_W", "model"]]
+    for key, d in m.devices.items():
+        flag = "" if d.counted else " (not in total)"
+        flag += " ~" if d.approximate else ""
+        flag += f" FAILED: {d.error}" if d.error else ""
+        rows.append(
+            [
+                key,
+                d.method,
+                f"{d.energy_j:.1f}",
+                f"{d.avg_power_w:.1f}",
+                f"{d.peak_power_w:.1f}",
+                d.model + flag,
+            ]
+        )
+    rows.append(["total", "", f"{m.energy_j:.1f}", f"{m.avg_power_w:.1f}", "", title])
+    return rows
+
+
+def print_summary(m: Measurement, title: str, exit_code: int | None = None) -> None:
+    err = sys.stderr
+    code = "" if exit_code is None else f", exit code {exit_code}"
+    print(f"\nmeter: {title}: {m.duration_s:.2f} s{code}", file=err)
+    _print_table(summary_table(m, ""), file=err)
+    if m.dynamic_energy_j is not None:
+        print(f"dynamic (above idle): {m.dynamic_energy_j:.1f} J", file=err)
+    methods = sorted(m.methods)
+    if "estimated" in methods:
+        print(
+            "note: 'estimated' rows are a model (TDP x utilisation), not a measurement; "
+            "see `meter devices`",
+            file=err,
+        )
+    if "simulated" in methods:
+        print(
+            "note: 'simulated' rows come from simulated GPUs (METER_SIMULATE_GPUS), not hardware",
+            file=err,
+        )
+    if m.approximate:
+        print(
+            "note: '~' marks figures shorter than a counter update or before its phase "
+            "lock (power x time)",
+            file=err,
+        )
+
+
+def _terminal_delivers_sigint() -> bool:
+    """Whether Ctrl-C from a terminal already reaches the child (same foreground group)."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        _err("nothing to run: give a command after --, e.g. `meter run -- python train.py`")
+        return 2
+    writer = None
+    if args.output:
+        from exporters.jsonl import JsonlWriter
+
+        writer = JsonlWriter(args.output)
+    m = _build_meter(args)
+    m.start()
+    try:
+        child = subprocess.Popen(command)
+    except FileNotFoundError:
+        _err(f"command not found: {command[0]}")
+        m.close()
+        return 127
+    except PermissionError:
+        _err(f"permission denied: {command[0]}")
+        m.close()
+        return 126
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and _terminal_delivers_sigint():
+            return  # the terminal sent it to the whole foreground group, child included
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                rc = child.wait()
+                break
+            except KeyboardInterrupt:  # pragma: no cover - handler above replaces it
+                continue
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    exit_code = rc if rc >= 0 else 128 + (-rc)
+    name = args.name or os.path.basename(command[0])
+    result = m.measure_since_start(name, error=None if rc == 0 else f"exit code {exit_code}")
+    m.close()
+    title = " ".join(command)
+    print_summary(result, title, exit_code)
+    if writer is not None:
+        record = result.to_dict()
+        record.update(
+            {
+                "kind": "run",
+                "command": command,
+                "exit_code": exit_code,
+                "host": socket.gethostname(),
+                "interval_s": m.interval_s,
+                "meter_version": __version__,
+            }
+        )
+        try:
+            writer.write(record)
+        except OSError as exc:
+            _err(f"could not write {args.output}: {exc}")
+    return exit_code
+
+
+# -- meter calibrate -------------------------------------------------------------------------
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from meter import idle
+
+    if args.seconds <= 0:
+        _err("--seconds must be positive, e.g. --seconds 10")
+        return 2
+    m = _build_meter(args)
+    if not m.devices:
+        _err("no device to calibrate (see `meter devices`)")
+        return 1
+    print(f"measuring idle power for {args.seconds:g} s: keep the machine idle...", file=sys.stderr)
+    m.wait_ready()
+    with m.measure("idle") as w:
+        time.sleep(args.seconds)
+    m.close()
+    assert w.result is not None
+    watts = {k: d.avg_power_w for k, d in w.result.devices.items()}
+    path = idle.save(m.devices, watts, w.result.duration_s, args.file)
+    rows = [["device", "method", "idle_W"]]
+    rows += [[k, d.method, f"{d.avg_power_w:.1f}"] for k, d in w.result.devices.items()]
+    _print_table(rows)
+    print(f"saved to {path} (windows now report dynamic energy above these baselines)")
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meter",
+        description="Live energy metering of GPUs and CPUs (NVML, RAPL).",
+    )
+    p.add_argument("--version", action="version", version=f"meter {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    d = sub.add_parser("devices", help="list the devices that can be metered, and why not others")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--psys", action="store_true", help="also list the RAPL psys domain")
+    d.set_defaults(func=cmd_devices)
+
+    r = sub.add_parser(
+        "run",
+        help="run a command and meter it",
+        usage="meter run [--interval S] [--output FILE.jsonl] [--name NAME] -- CMD [ARGS...]",
+    )
+    r.add_argument("--interval", type=float, default=None, help="sampling interval, s (0.1)")
+    r.add_argument("--output", "-o", default=None, help="append one JSON record per run")
+    r.add_argument("--name", default=None, help="name of the run in the record")
+    r.add_argument("--gpus", default=None, help="GPU ordinals to meter, e.g. 0,1")
+    r.add_argument("--no-cpu", action="store_true", help="do not meter CPU/DRAM")
+    r.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("calibrate", help="measure idle power (keep the machine idle)")
+    c.add_argument("--seconds", type=float, default=10.0, help="how long to measure (10)")
+    c.add_argument("--file", default=None, help="where to save (default ~/.config/meter/idle.json)")
+    c.add_argument("--interval", type=float, default=None, help="sampling interval, s")
+    c.set_defaults(func=cmd_calibrate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc: int = args.func(args)
+    except MeterError as exc:
+        _err(str(exc))
+        return 2
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return 2
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""`Meter`: a configured set of devices, one sampler, windows and sinks; and the process default."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meter import cuda, idle
+from meter.devices.base import Device, DeviceInfo, Unavailable
+from meter.errors import ConfigError
+from meter.ledger import Clock, Ledger
+from meter.measurement import DeviceMeasurement, Measurement
+from meter.sampler import CALIBRATE_TIMEOUT_S, Sampler
+from meter.windows import Group, Window
+
+log = logging.getLogger("meter")
+
+#: Default sampling interval: 10 Hz (CodeCarbon samples every 15 s).
+DEFAULT_INTERVAL_S = 0.1
+#: Default size of the fine sample history (10 minutes at 10 Hz); memory stays flat.
+DEFAULT_HISTORY = 6000
+
+Sink = Callable[[Measurement], None]
+
+
+def check_interval(interval_s: Any, setting: str = "interval_s") -> float:
+    """Validate a sampling interval in seconds."""
+    try:
+        value = float(interval_s)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{setting} must be a number of seconds, got {interval_s!r}; e.g. 0.1 for 10 Hz",
+            setting=setting,
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{setting} must be a positive number of seconds, got {interval_s!r}; "
+            "e.g. 0.1 samples at 10 Hz, 0.01 at 100 Hz",
+            setting=setting,
+        )
+    if value < 0.001:
+        raise ConfigError(
+            f"{setting}={value} is below 1 ms: no power sensor updates that fast and the "
+            "sampler would burn a core. Use 0.001 or more (0.1 is the default).",
+            setting=setting,
+        )
+    if value > 3600:
+        raise ConfigError(
+            f"{setting}={value} is over an hour; use at most 3600 s.", setting=setting
+        )
+    return value
+
+
+@dataclass
+class WindowStats:
+    """Running totals per window name (for exporters)."""
+
+    count: int = 0
+    seconds: float = 0.0
+    energy_j: float = 0.0
+
+
+class Meter:
+    """A configured meter: devices, a sampler, windows, idle baselines and sinks.
+
+    >>> from meter import Meter
+    >>> from meter.testing import simulated_gpus
+    >>> with simulated_gpus([300.0]):
+    ...     m = Meter(cpu=False)
+    ...     with m.measure("step") as w:
+    ...         pass
+    ...     m.close()
+    >>> w.result.devices["gpu:0"].method
+    'simulated'
+
+    ``devices``: explicit devices (skips discovery). ``gpus``: ordinals among the visible GPUs
+    (``CUDA_VISIBLE_DEVICES`` order). ``cpu``: meter CPU/DRAM (RAPL, or a labelled estimate when
+    RAPL is unreadable and ``cpu_estimate`` is true). ``interval_s``: sampling interval.
+    ``idle_power_w``: idle watts per device key (``{"gpu:0": 62.0}``), merged over the file
+    written by ``meter calibrate``. ``sync_cuda``: synchronise CUDA at window boundaries.
+    ``sinks``: callables that receive every `Measurement`.
+    """
+
+    def __init__(
+        self,
+        *,
+        devices: Sequence[Device] | None = None,
+        gpus: Sequence[int] | None = None,
+        cpu: bool = True,
+        cpu_estimate: bool = True,
+        cpu_tdp_w: float | None = None,
+        rapl_root: str | os.PathLike[str] = "/sys/class/powercap",
+        rapl_psys: bool = False,
+        nvml: Any = None,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        idle_power_w: Mapping[str, float] | None = None,
+        idle_file: str | os.PathLike[str] | None = None,
+        sync_cuda: bool = False,
+        history: int = DEFAULT_HISTORY,
+        phase_lock: bool = True,
+        sinks: Sequence[Sink] = (),
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self.interval_s = check_interval(interval_s)
+        if history < 10:
+            raise ConfigError(
+                f"history={history} is too small; use at least 10 samples", setting="history"
+            )
+        self.unavailable: list[Unavailable] = []
+        self.warnings: list[str] = []
+        if devices is None:
+            from meter.devices import discover
+
+            found = discover(
+                gpus=gpus,
+                cpu=cpu,
+                cpu_estimate=cpu_estimate,
+                cpu_tdp_w=cpu_tdp_w,
+                rapl_root=rapl_root,
+                rapl_psys=rapl_psys,
+                nvml=nvml,
+            )
+            devices = found.devices
+            self.unavailable = found.unavailable
+            self.warnings = found.warnings
+            for w in self.warnings:
+                log.warning("meter: %s", w)
+        self._devices = list(devices)
+        self.clock = clock
+        self.ledger = Ledger(self._devices, clock, history=history)
+        self.sampler = Sampler(self.ledger, self.interval_s, phase_lock=phase_lock)
+        self.sync_cuda = sync_cuda
+        self.idle_power_w: dict[str, float] = idle.load(self.infos, idle_file)
+        for key, watts in (idle_power_w or {}).items():
+            if key not in self.ledger.keys:
+                raise ConfigError(
+                    f"idle_power_w names {key!r}, which this meter does not have; "
+                    f"its devices are {', '.join(self.ledger.keys) or 'none'}",
+                    setting="idle_power_w",
+                )
+            if not (isinstance(watts, (int, float)) and watts >= 0 and math.isfinite(watts)):
+                raise ConfigError(
+                    f"idle_power_w[{key!r}] must be watts >= 0, got {watts!r}",
+                    setting="idle_power_w",
+                )
+            self.idle_power_w[key] = float(watts)
+        self.sinks: list[Sink] = list(sinks)
+        self.window_stats: dict[str, WindowStats] = {}
+        self._groups: dict[str, Group] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self.started_at: float | None = None
+        self.started_wall: float | None = None
+        self._start_energy: tuple[float, ...] = ()
+        self._start_raw: tuple[float | None, ...] = ()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def infos(self) -> tuple[DeviceInfo, ...]:
+        return tuple(d.info for d in self._devices)
+
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        """What this meter measures (see also ``unavailable``)."""
+        return self.infos
+
+    def start(self) -> Meter:
+        """Start sampling (idempotent). Called by the first window.
+
+        The first start waits (at most about half a second, once per meter) until the sampler
+        has locked onto the energy counters' update phase, so that the very first window is
+        interpolated like every later one.
+        """
+        if self._started and not self._closed:
+            return self
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Meter was closed; create a new one")
+            if self._started:
+                return self
+            self.sampler.start()
+            self.sampler.wait_ready(CALIBRATE_TIMEOUT_S + 0.5)
+            self.started_wall = time.time()
+            self.started_at, self._start_energy, self._start_raw = self.boundary(read=True)
+            self._started = True
+        return self
+
+    def wait_ready(self, timeout_s: float = 2.0) -> bool:
+        """Start, then wait until the sampler has ticked and locked onto the counters."""
+        self.start()
+        return self.sampler.wait_ready(timeout_s)
+
+    def close(self) -> None:
+        """Stop the sampler and close the devices (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.sampler.stop()
+        for dev in self._devices:
+            try:
+                dev.close()
+            except Exception:
+                log.debug("meter: closing %s failed", dev.info.key, exc_info=True)
+
+    def __enter__(self) -> Meter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- windows -----------------------------------------------------------------------------
+
+    def measure(self, name: str | None = None, **options: Any) -> Window:
+        """A window on this meter: ``with m.measure("epoch") as w:`` or ``@m.measure()``."""
+        return Window(name, meter=self, **options)
+
+    def group(self, name: str) -> Group:
+        """The shared-window group called ``name`` (created on first use)."""
+        group = self._groups.get(name)
+        if group is None:
+            with self._lock:
+                group = self._groups.setdefault(name, Group(name, self))
+        return group
+
+    def synchronize(self) -> None:
+        cuda.synchronize()
+
+    def boundary(self, read: bool) -> tuple[float, tuple[float, ...], tuple[float | None, ...]]:
+        """Time, per-device joules and (for not-yet-locked counters) raw values, now."""
+        t = self.clock()
+        energies: list[float] = []
+        raws: list[float | None] = []
+        for track in self.ledger.tracks:
+            e, raw = track.boundary(t, read)
+            energies.append(e)
+            raws.append(raw)
+        return t, tuple(energies), tuple(raws)
+
+    def retro_start(
+        self, t0: float, e0: tuple[float, ...], raw0: tuple[float | None, ...]
+    ) -> tuple[float, ...]:
+        """Improve a window's start values at its exit, now that more is known: counters read
+        before their phase lock existed are re-interpolated; power devices are interpolated
+        between the samples around the start instead of extrapolated."""
+        past: tuple[float, ...] | None = None
+        out = list(e0)
+        for i, track in enumerate(self.ledger.tracks):
+            raw = raw0[i] if i < len(raw0) else None
+            if raw is not None:
+                better = track.retro_energy(t0, raw)
+                if better is not None:
+                    out[i] = better
+            elif not track.info.counter:
+                if past is None:
+                    past = self.ledger.energy_at_past(t0)
+                if past is not None:
+                    out[i] = past[i]
+        return tuple(out)
+
+    def build_measurement(
+        self,
+        *,
+        name: str,
+        t0: float,
+        t1: float,
+        wall0: float,
+        energies: Sequence[float],
+        idle_time_s: float | None,
+        group: str | None,
+        error: str | None,
+    ) -> Measurement:
+        duration = max(t1 - t0, 0.0)
+        peaks = self.ledger.peak_power(t0, t1)
+        devices: dict[str, DeviceMeasurement] = {}
+        total = 0.0
+        dynamic_total = 0.0
+        have_idle = False
+        any_approx = False
+        for i, track in enumerate(self.ledger.tracks):
+            info = track.info
+            energy = energies[i]
+            approximate = False
+            model = track.model
+            if model is not None and not model.continuous:
+                period = model.period_s if model.locked else None
+                if period is None:
+                    approximate = True
+                    if energy <= 0 and duration > 0 and track.power_w > 0:
+                        # Never read 0 J for a window shorter than the counter's update period.
+                        energy = track.power_w * duration
+                elif duration < period:
+                    approximate = True
+            avg = energy / duration if duration > 0 else 0.0
+            idle_w = self.idle_power_w.get(info.key)
+            dynamic: float | None = None
+            if idle_w is not None:
+                idle_s = duration if idle_time_s is None else idle_time_s
+                dynamic = max(energy - idle_w * idle_s, 0.0)
+            devices[info.key] = DeviceMeasurement(
+                energy_j=energy,
+                avg_power_w=avg,
+                peak_power_w=max(peaks[i], avg),
+                method=info.method,
+                model=info.model,
+                approximate=approximate,
+                idle_power_w=idle_w,
+                dynamic_energy_j=dynamic,
+                counted=info.counted,
+                error=track.error,
+            )
+            if info.counted:
+                total += energy
+                any_approx = any_approx or approximate
+                if dynamic is not None:
+                    dynamic_total += dynamic
+                    have_idle = True
+        return Measurement(
+            name=name,
+            start_time=wall0,
+            end_time=wall0 + duration,
+            duration_s=duration,
+            energy_j=total,
+            devices=devices,
+            dynamic_energy_j=dynamic_total if have_idle else None,
+            group=group,
+            approximate=any_approx,
+            error=error,
+        )
+
+    def record(self, m: Measurement) -> None:
+        """Account a finished window: per-name totals and every sink. Never raises."""
+        with self._lock:
+            stats = self.window_stats.get(m.name)
+            if stats is None:
+                stats = self.window_stats[m.name] = WindowStats()
+            stats.count += 1
+            stats.seconds += m.duration_s
+            stats.energy_j += m.energy_j
+        for sink in list(self.sinks):
+            try:
+                sink(m)
+            except Exception:
+                log.warning("meter: sink %r failed", sink, exc_info=True)
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    # -- whole-run figures -------------------------------------------------------------------
+
+    def totals(self) -> dict[str, float]:
+        """Cumulative joules per device since the meter started (no device read)."""
+        _, energies = self.ledger.snapshot(read=False)
+        return dict(zip(self.ledger.keys, energies, strict=True))
+
+    def measure_since_start(self, name: str = "run", error: str | None = None) -> Measurement:
+        """A `Measurement` of everything since `start()` (what ``meter run`` reports)."""
+        self.start()
+        assert self.started_at is not None and self.started_wall is not None
+        t1, e1, _ = self.boundary(read=True)
+        e0 = self.retro_start(self.started_at, self._start_energy, self._start_raw)
+        energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
+        return self.build_measurement(
+            name=name,
+            t0=self.started_at,
+            t1=t1,
+            wall0=self.started_wall,
+            energies=energies,
+            idle_time_s=None,
+            group=None,
+            error=error,
+        )
+
+
+# -- the process default -----------------------------------------------------------------------
+
+_default: Meter | None = None
+_default_lock = threading.Lock()
+
+
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number", setting=name) from None
+
+
+def options_from_env() -> dict[str, Any]:
+    """Meter options from ``METER_*`` environment variables (bad values fail fast)."""
+    opts: dict[str, Any] = {}
+    interval = os.environ.get("METER_INTERVAL_S", "").strip()
+    if interval:
+        opts["interval_s"] = check_interval(interval, "METER_INTERVAL_S")
+    gpus = os.environ.get("METER_GPUS", "").strip()
+    if gpus:
+        try:
+            opts["gpus"] = [int(x) for x in gpus.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"METER_GPUS={gpus!r} must be comma-separated GPU ordinals, e.g. METER_GPUS=0,1",
+                setting="METER_GPUS",
+            ) from None
+    tdp = _env_float("METER_CPU_TDP_W")
+    if tdp is not None:
+        opts["cpu_tdp_w"] = tdp
+    if os.environ.get("METER_SYNC_CUDA", "").strip().lower() in ("1", "true", "yes", "on"):
+        opts["sync_cuda"] = True
+    if os.environ.get("METER_NO_CPU", "").strip().lower() in ("1", "true", "yes", "on"):
+        opts["cpu"] = False
+    return opts
+
+
+def get_meter() -> Meter:
+    """The process-wide default `Meter` (built on first use from ``METER_*`` variables)."""
+    global _default
+    m = _default
+    if m is not None:
+        return m
+    with _default_lock:
+        if _default is None:
+            _default = Meter(**options_from_env())
+        return _default
+
+
+def set_meter(m: Meter | None) -> Meter | None:
+    """Replace the process default (None to rebuild lazily); returns the previous one."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, m
+    return previous
+
+
+def measure(name: str | None = None, **options: Any) -> Window:
+    """Measure a block or a function: context manager and decorator, sync and async.
+
+    >>> import meter
+    >>> with meter.measure("epoch") as w:          # doctest: +SKIP
+    ...     train_one_epoch()
+    >>> w.result.energy_j, w.result.devices        # doctest: +SKIP
+
+    >>> @meter.measure("step")                     # doctest: +SKIP
+    ... def step(batch): ...
+
+    Options: ``group="requests"`` makes it a shared window (fair split among the open windows
+    of that group); ``sync_cuda=True`` synchronises CUDA at both boundaries so queued kernels
+    are counted; ``read_devices=False`` never touches the hardware at the boundaries
+    (extrapolates from the sampler); ``on_result=callable`` receives the `Measurement`;
+    ``meter=`` uses another `Meter` than the process default.
+    """
+    return Window(name, **options)

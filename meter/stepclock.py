@@ -1,0 +1,194 @@
+"""Phase lock on a slowly updating energy counter, so boundary reads can be interpolated.
+
+Hardware energy counters do not move continuously. NVML's total-energy counter is published by
+the driver only every ~20-100 ms depending on the board (Yang et al., "Part-time Power
+Measurements: nvidia-smi's Lack of Attention", 2023, saw 100 ms on A100/H100), so a raw read at
+a window boundary is stale by up to one update period: a 0.5 s window read raw can be off by
+20% or read 0 J when it is shorter than a period.
+
+`StepModel` learns when the counter steps. It first *calibrates* by polling fast until it has
+seen three steps (period T and phase), then keeps the lock by *capturing* one step precisely
+every so often (a short burst of polls around the predicted step time), refining T over an
+ever longer baseline. With the lock, a read value ``v`` published at step time ``s_k`` gives
+the energy at read time ``t`` as ``v + rate * (t - s_k)``, where ``rate`` is the power over the
+last published period. Counters that move on nearly every poll (RAPL, ~1 ms) are marked
+``continuous`` and used raw.
+
+All times are seconds on the meter's monotonic clock. Not thread-safe by itself: the ledger
+calls it under the device's lock.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Polling gap used while calibrating or capturing a step (seconds).
+POLL_S = 0.0003
+#: Counters whose median step gap is below this are treated as continuous (RAPL: ~1 ms).
+CONTINUOUS_BELOW_S = 0.004
+#: Three step gaps must agree within this fraction for a periodic model.
+REGULARITY = 0.2
+#: Tolerance added around a predicted step time (scheduling jitter of the driver).
+BASE_TOLERANCE_S = 0.002
+
+
+class StepModel:
+    """What is known about when one counter publishes new values."""
+
+    __slots__ = (
+        "anchor_s",
+        "captures",
+        "continuous",
+        "failures",
+        "irregular",
+        "k_last",
+        "k_prev",
+        "last_capture_s",
+        "locked",
+        "period_err_s",
+        "period_s",
+        "v_last",
+        "v_prev",
+    )
+
+    def __init__(self) -> None:
+        self.locked = False
+        self.continuous = False
+        self.irregular = False
+        self.failures = 0
+        self.period_s = 0.0
+        self.period_err_s = 0.0
+        self.anchor_s = 0.0  # time of step k = 0
+        self.k_last = 0  # step index of the latest published value seen
+        self.v_last = 0.0
+        self.k_prev = 0
+        self.v_prev = 0.0
+        self.last_capture_s = -math.inf
+        self.captures = 0
+
+    # -- calibration -------------------------------------------------------------------------
+
+    def calibrate(
+        self, step_times: list[float], step_values: list[float], gaps: list[float]
+    ) -> None:
+        """Set up the model from a fast poll: the midpoints of the brackets of three steps,
+        the values published at them, and every gap seen between successive changes."""
+        if gaps and sorted(gaps)[len(gaps) // 2] < CONTINUOUS_BELOW_S:
+            self.continuous = True
+            self.locked = False
+            return
+        if len(step_times) < 3:
+            return
+        g1 = step_times[1] - step_times[0]
+        g2 = step_times[2] - step_times[1]
+        if g1 <= 0 or abs(g1 - g2) > REGULARITY * max(g1, g2):
+            self.irregular = True
+            return
+        self.period_s = (step_times[2] - step_times[0]) / 2
+        self.period_err_s = POLL_S
+        self.anchor_s = step_times[0]
+        self.k_prev, self.v_prev = 1, step_values[1]
+        self.k_last, self.v_last = 2, step_values[2]
+        self.last_capture_s = step_times[2]
+        self.captures = 0
+        self.locked = True
+        self.irregular = False
+
+    def unlock(self) -> None:
+        """Forget the lock (the counter did not step where predicted); recalibrate later."""
+        self.locked = False
+        self.failures += 1
+
+    # -- prediction --------------------------------------------------------------------------
+
+    def step_time(self, k: int) -> float:
+        return self.anchor_s + k * self.period_s
+
+    def tolerance_s(self, t: float) -> float:
+        """How far off a predicted step time may be at time ``t``."""
+        k = (t - self.anchor_s) / self.period_s if self.period_s else 0.0
+        return BASE_TOLERANCE_S + abs(k) * self.period_err_s
+
+    def next_step_after(self, t: float) -> tuple[int, float]:
+        k = math.floor((t - self.anchor_s) / self.period_s) + 1
+        return k, self.step_time(k)
+
+    @property
+    def rate_w(self) -> float:
+        """Power over the latest published period(s), from the counter itself."""
+        dk = self.k_last - self.k_prev
+        if dk <= 0 or self.period_s <= 0:
+            return 0.0
+        return (self.v_last - self.v_prev) / (dk * self.period_s)
+
+    # -- observation -------------------------------------------------------------------------
+
+    def observe(self, t: float, v: float) -> None:
+        """Feed one read: value ``v`` of the counter seen at time ``t``. Reads arrive in time
+        order (the ledger holds the device lock around read and observe)."""
+        if not self.locked:
+            return
+        if v > self.v_last:
+            k_new = math.floor((t + self.tolerance_s(t) - self.anchor_s) / self.period_s)
+            if k_new <= self.k_last:
+                # A new value where the model says no step can have happened: lock lost.
+                self.unlock()
+                return
+            self.k_prev, self.v_prev = self.k_last, self.v_last
+            self.k_last, self.v_last = k_new, v
+        elif v == self.v_last:
+            # No new value. If two whole periods passed, the counter is stepping by zero
+            # (an idle device at 0 W), so the power really is zero now.
+            k_now = math.floor((t - self.tolerance_s(t) - self.anchor_s) / self.period_s)
+            if k_now >= self.k_last + 2:
+                self.k_prev, self.v_prev = k_now - 1, v
+                self.k_last = k_now
+        else:
+            self.unlock()  # went backwards: device reset
+
+    def energy_at(self, t: float, v: float) -> float:
+        """Energy at read time ``t`` given the value ``v`` read then (already observed)."""
+        if not self.locked or v != self.v_last:
+            return v
+        since = t - self.step_time(self.k_last)
+        # Never extrapolate past one period and a half: if the counter stopped stepping, the
+        # model is wrong and the next observe() unlocks it.
+        since = min(max(since, 0.0), 1.5 * self.period_s)
+        return v + self.rate_w * since
+
+    def energy_then(self, t: float, v: float) -> float:
+        """Energy at an earlier read time ``t`` that saw value ``v`` before the model was locked:
+        the same interpolation, with the step index worked out from the lock found since."""
+        if not self.locked:
+            return v
+        k = math.floor((t - self.anchor_s) / self.period_s)
+        since = min(max(t - self.step_time(k), 0.0), self.period_s)
+        return v + self.rate_w * since
+
+    def capture(self, k: int, bracket_lo: float, bracket_hi: float, value: float) -> None:
+        """Refine the lock with a precisely bracketed step ``k`` seen in (lo, hi]."""
+        mid = (bracket_lo + bracket_hi) / 2
+        if k <= 0:
+            return
+        predicted = self.step_time(k)
+        if abs(mid - predicted) > self.tolerance_s(mid) + (bracket_hi - bracket_lo):
+            self.unlock()
+            return
+        # Longer baseline -> finer period. Keep the anchor (step 0) fixed.
+        self.period_s = (mid - self.anchor_s) / k
+        self.period_err_s = max((bracket_hi - bracket_lo) / k, 1e-7)
+        self.last_capture_s = mid
+        self.captures += 1
+        if value > self.v_last and k > self.k_last:
+            self.k_prev, self.v_prev = self.k_last, self.v_last
+            self.k_last, self.v_last = k, value
+
+    @property
+    def state(self) -> str:
+        if self.continuous:
+            return "continuous"
+        if self.locked:
+            return f"locked (period {self.period_s * 1000:.1f} ms)"
+        if self.irregular:
+            return "irregular updates"
+        return "calibrating"

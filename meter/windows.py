@@ -1,0 +1,258 @@
+"""Windows: spans of time over the ledger, opened by `measure()` (and later the middleware).
+
+A *gross* window sees the whole device energy between its start and end. A *shared* window
+belongs to a `Group`; energy spent while several windows of a group are open is split equally
+among them, through a per-group integral ``S(t) = integral of dE / n(t)`` (n = open windows):
+a window's share is ``S(end) - S(start)``, O(1) per window, and the shares of a group sum to
+the device energy over the time any of them was open.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from meter.measurement import Measurement
+
+if TYPE_CHECKING:
+    from meter.core import Meter
+
+log = logging.getLogger("meter")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Group:
+    """Windows that share the devices (e.g. concurrent requests of one server)."""
+
+    def __init__(self, name: str, meter: Meter) -> None:
+        self.name = name
+        self.meter = meter
+        self._lock = threading.Lock()
+        self.open_windows = 0
+        n = len(meter.ledger.tracks)
+        self._share = [0.0] * n  # S(t) per device
+        self._time_share = 0.0  # integral of dt / n(t): a window's share of the time
+        self._last_energy: tuple[float, ...] = (0.0,) * n
+        self._last_t = 0.0
+        #: Energy per device spent while at least one window of the group was open.
+        self.busy_energy_j = [0.0] * n
+        self.busy_s = 0.0
+
+    def _advance(self, t: float, energies: tuple[float, ...]) -> None:
+        n = self.open_windows
+        if n > 0:
+            for i, e in enumerate(energies):
+                de = e - self._last_energy[i]
+                if de > 0:
+                    self._share[i] += de / n
+                    self.busy_energy_j[i] += de
+            dt = max(t - self._last_t, 0.0)
+            self._time_share += dt / n
+            self.busy_s += dt
+        self._last_energy = energies
+        self._last_t = t
+
+    def enter(self, read: bool) -> tuple[float, tuple[float, ...], float]:
+        """Open one window: returns (time, S per device, time share) at its start."""
+        with self._lock:
+            t, energies = self.meter.ledger.snapshot(read)
+            self._advance(t, energies)
+            self.open_windows += 1
+            return t, tuple(self._share), self._time_share
+
+    def exit(self, read: bool) -> tuple[float, tuple[float, ...], float]:
+        with self._lock:
+            t, energies = self.meter.ledger.snapshot(read)
+            self._advance(t, energies)
+            self.open_windows = max(self.open_windows - 1, 0)
+            return t, tuple(self._share), self._time_share
+
+
+class Window:
+    """A measured span: context manager (sync and async) and decorator, fresh state per use.
+
+    Made by `meter.measure()`; see there.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        meter: Meter | None = None,
+        group: str | None = None,
+        sync_cuda: bool | None = None,
+        read_devices: bool = True,
+        on_result: Callable[[Measurement], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._meter = meter
+        self.group = group
+        self.sync_cuda = sync_cuda
+        self.read_devices = read_devices
+        self.on_result = on_result
+        #: The `Measurement`, set when the window closes (None while open or if metering failed).
+        self.result: Measurement | None = None
+        self._started = False
+        self._t0 = 0.0
+        self._wall0 = 0.0
+        self._e0: tuple[float, ...] = ()
+        self._raw0: tuple[float | None, ...] = ()
+        self._s0: tuple[float, ...] = ()
+        self._ts0 = 0.0
+        self._group: Group | None = None
+        self._live_meter: Meter | None = None
+
+    # -- decorator ---------------------------------------------------------------------------
+
+    def _fresh(self, name: str) -> Window:
+        return Window(
+            name,
+            meter=self._meter,
+            group=self.group,
+            sync_cuda=self.sync_cuda,
+            read_devices=self.read_devices,
+            on_result=self.on_result,
+        )
+
+    def __call__(self, fn: F) -> F:
+        name = self.name or getattr(fn, "__qualname__", None) or repr(fn)
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with self._fresh(name):
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh(name):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    # -- context manager ---------------------------------------------------------------------
+
+    def __enter__(self) -> Window:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(exc_type)  # returns None: an exception in the block propagates unchanged
+
+    async def __aenter__(self) -> Window:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- start / stop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the window. Metering errors are logged, never raised into the user's code
+        (bad configuration is the exception: it fails fast when the meter is built)."""
+        if self._started:
+            raise RuntimeError(
+                "this window is already open; use a new meter.measure(...) for each block "
+                "(a decorated function gets a fresh window per call)"
+            )
+        self._started = True
+        self.result = None
+        meter = self._meter
+        if meter is None:
+            from meter.core import get_meter
+
+            meter = get_meter()  # may raise ConfigError: bad configuration fails fast
+        try:
+            meter.start()
+            self._live_meter = meter
+            if self._want_sync(meter):
+                meter.synchronize()
+            self._wall0 = time.time()
+            if self.group is not None:
+                self._group = meter.group(self.group)
+                self._t0, self._s0, self._ts0 = self._group.enter(self.read_devices)
+            else:
+                self._t0, self._e0, self._raw0 = meter.boundary(self.read_devices)
+        except Exception:
+            log.warning(
+                "meter: could not open window %r; the block runs unmetered",
+                self.name,
+                exc_info=True,
+            )
+            self._live_meter = None
+
+    def stop(self, exc_type: type[BaseException] | None = None) -> Measurement | None:
+        """Close the window and return its `Measurement` (also left in ``self.result``)."""
+        meter = self._live_meter
+        self._started = False
+        if meter is None:
+            return None
+        self._live_meter = None
+        try:
+            if self._want_sync(meter):
+                meter.synchronize()
+            if self._group is not None:
+                t1, s1, ts1 = self._group.exit(self.read_devices)
+                energies = tuple(b - a for a, b in zip(self._s0, s1, strict=True))
+                idle_time = ts1 - self._ts0
+                result = meter.build_measurement(
+                    name=self.name or "window",
+                    t0=self._t0,
+                    t1=t1,
+                    wall0=self._wall0,
+                    energies=energies,
+                    idle_time_s=idle_time,
+                    group=self.group,
+                    error=exc_type.__name__ if exc_type is not None else None,
+                )
+            else:
+                t1, e1, _ = meter.boundary(self.read_devices)
+                e0 = meter.retro_start(self._t0, self._e0, self._raw0)
+                energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
+                result = meter.build_measurement(
+                    name=self.name or "window",
+                    t0=self._t0,
+                    t1=t1,
+                    wall0=self._wall0,
+                    energies=energies,
+                    idle_time_s=None,
+                    group=None,
+                    error=exc_type.__name__ if exc_type is not None else None,
+                )
+        except Exception:
+            log.warning("meter: could not close window %r", self.name, exc_info=True)
+            return None
+        self.result = result
+        meter.record(result)
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:
+                log.warning("meter: on_result callback failed", exc_info=True)
+        return result
+
+    def _want_sync(self, meter: Meter) -> bool:
+        return meter.sync_cuda if self.sync_cuda is None else self.sync_cuda
+
+    def __repr__(self) -> str:
+        state = "open" if self._started else ("closed" if self.result else "new")
+        return f"<Window {self.name!r} {state}>"

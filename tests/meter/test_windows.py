@@ -1,0 +1,401 @@
+"""Windows over simulated GPUs: accuracy, nesting, threads, asyncio, groups, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+
+import pytest
+
+import meter
+from meter import ConfigError, Meter
+from meter.testing import SimulatedGPU, simulated_gpus
+
+
+def rel_err(got: float, want: float) -> float:
+    return abs(got - want) / want
+
+
+@pytest.fixture
+def gpu300() -> SimulatedGPU:
+    return SimulatedGPU(300.0)
+
+
+def test_half_second_window_on_300w_counter_is_150j_within_2pct(meter_factory, gpu300):
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    with m.measure("half") as w:
+        time.sleep(0.5)
+    r = w.result
+    assert r is not None
+    truth = 300.0 * r.duration_s
+    assert abs(r.duration_s - 0.5) < 0.05
+    assert rel_err(r.energy_j, truth) < 0.02, (r.energy_j, truth)
+    assert rel_err(r.energy_j, 150.0) < 0.1
+    d = r.devices["gpu:0"]
+    assert d.method == "simulated"
+    assert not d.approximate
+    assert d.energy_j == pytest.approx(r.energy_j)
+    assert rel_err(d.avg_power_w, 300.0) < 0.02
+
+
+def test_first_window_right_after_start_is_accurate(meter_factory):
+    # No wait_ready(): the window opens before the counter's phase lock exists and is
+    # re-interpolated at exit.
+    m = meter_factory(SimulatedGPU(250.0))
+    with m.measure() as w:
+        time.sleep(0.6)
+    assert rel_err(w.result.energy_j, 250.0 * w.result.duration_s) < 0.02
+
+
+def test_windows_of_many_lengths_against_true_energy(meter_factory):
+    gpu = SimulatedGPU(lambda t: 200.0 + 100.0 * math.sin(7.0 * t))
+    m = meter_factory(gpu)
+    m.wait_ready()
+    for seconds in (0.3, 0.5, 1.0):
+        t0 = gpu.clock()
+        with m.measure() as w:
+            time.sleep(seconds)
+        t1 = gpu.clock()
+        truth = gpu.energy_between_j(t0, t1)
+        # A varying load: the counter's last period is extrapolated at the end boundary.
+        assert rel_err(w.result.energy_j, truth) < 0.05, (seconds, w.result.energy_j, truth)
+
+
+def test_sampled_integration_of_a_varying_trace(meter_factory):
+    # No energy counter: power readings (the instant field) are integrated.
+    gpu = SimulatedGPU(lambda t: 150.0 + 100.0 * math.sin(2.0 * t), energy_counter=False)
+    m = meter_factory(gpu, interval_s=0.02)
+    m.wait_ready()
+    t0 = gpu.clock()
+    with m.measure("trace") as w:
+        time.sleep(1.5)
+    t1 = gpu.clock()
+    truth = gpu.energy_between_j(t0, t1)
+    d = w.result.devices["gpu:0"]
+    assert d.method == "simulated"
+    assert rel_err(d.energy_j, truth) < 0.03, (d.energy_j, truth)
+    assert d.peak_power_w >= d.avg_power_w
+
+
+def test_short_windows_never_read_zero_and_are_flagged(meter_factory, gpu300):
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    for seconds in (0.002, 0.01, 0.05):
+        with m.measure() as w:
+            time.sleep(seconds)
+        d = w.result.devices["gpu:0"]
+        assert d.energy_j > 0
+        assert d.approximate and w.result.approximate
+        assert rel_err(d.energy_j, 300.0 * w.result.duration_s) < 0.25
+
+
+def test_nested_windows(meter_factory, gpu300):
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    with m.measure("outer") as outer:
+        time.sleep(0.2)
+        with m.measure("inner") as inner:
+            time.sleep(0.3)
+        time.sleep(0.1)
+    assert inner.result.energy_j < outer.result.energy_j
+    assert rel_err(inner.result.energy_j, 300 * inner.result.duration_s) < 0.03
+    assert rel_err(outer.result.energy_j, 300 * outer.result.duration_s) < 0.02
+    assert m.window_stats["inner"].count == 1
+
+
+def test_hundred_threads_of_overlapping_windows(meter_factory, gpu300):
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    results: list[meter.Measurement] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        try:
+            time.sleep(0.005 * (i % 10))
+            with m.measure(f"t{i % 4}") as w:
+                time.sleep(0.3 + 0.002 * (i % 7))
+            with lock:
+                results.append(w.result)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 100
+    for r in results:
+        # Gross windows: each sees the whole device energy over its own span.
+        assert rel_err(r.energy_j, 300.0 * r.duration_s) < 0.05, r
+    assert sum(s.count for s in m.window_stats.values()) == 100
+
+
+def test_decorator_sync_and_fresh_state_per_call(simulated_meter):
+    seen: list[meter.Measurement] = []
+
+    @meter.measure("step", on_result=seen.append)
+    def step(x: int) -> int:
+        time.sleep(0.05)
+        return x * 2
+
+    assert step(3) == 6
+    assert step(4) == 8
+    assert [r.name for r in seen] == ["step", "step"]
+    assert seen[0] is not seen[1]
+    assert step.__name__ == "step"
+
+
+def test_decorator_default_name_is_the_function(simulated_meter):
+    seen: list[meter.Measurement] = []
+
+    @meter.measure(on_result=seen.append)
+    def train_epoch() -> None:
+        pass
+
+    train_epoch()
+    assert seen[0].name.endswith("train_epoch")
+
+
+def test_async_decorator_and_async_with_across_tasks(simulated_meter):
+    seen: list[meter.Measurement] = []
+
+    @meter.measure("request", on_result=seen.append)
+    async def handle(i: int) -> int:
+        await asyncio.sleep(0.2)
+        return i
+
+    async def main() -> list[int]:
+        async with meter.measure("batch") as w:
+            out = await asyncio.gather(*(handle(i) for i in range(20)))
+        assert w.result is not None
+        return out
+
+    assert asyncio.run(main()) == list(range(20))
+    assert len(seen) == 20
+    for r in seen:
+        assert rel_err(r.energy_j, 300.0 * r.duration_s) < 0.05
+
+
+def test_exception_in_block_is_reraised_unchanged_after_recording(simulated_meter):
+    class Boom(Exception):
+        pass
+
+    err = Boom("no")
+    with pytest.raises(Boom) as info, meter.measure("failing") as w:
+        time.sleep(0.05)
+        raise err
+    assert info.value is err
+    assert w.result is not None
+    assert w.result.error == "Boom"
+    assert w.result.energy_j > 0
+    assert simulated_meter.window_stats["failing"].count == 1
+
+
+def test_shared_group_shares_sum_to_device_energy(meter_factory, gpu300):
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    shares: list[meter.Measurement] = []
+    lock = threading.Lock()
+
+    def request(delay: float, length: float) -> None:
+        time.sleep(delay)
+        with m.measure("req", group="requests") as w:
+            time.sleep(length)
+        with lock:
+            shares.append(w.result)
+
+    with m.measure("busy") as gross:
+        threads = [
+            threading.Thread(target=request, args=(0.01 * i, 0.2 + 0.05 * (i % 5)))
+            for i in range(30)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    group = m.group("requests")
+    total_shares = sum(r.energy_j for r in shares)
+    # Exact by construction against the group's own busy-time energy...
+    assert total_shares == pytest.approx(sum(group.busy_energy_j), rel=1e-9)
+    # ...and, against the device, within 1% (the gross window spans a little more).
+    assert rel_err(total_shares, 300.0 * group.busy_s) < 0.01
+    assert rel_err(total_shares, gross.result.energy_j) < 0.03
+    # Overlapping requests each get less than the gross energy of their span.
+    assert all(r.energy_j < 300.0 * r.duration_s for r in shares)
+    assert all(r.group == "requests" for r in shares)
+
+
+def test_shared_windows_split_equally_when_fully_overlapping(meter_factory, gpu300):
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    a = m.measure("a", group="g")
+    b = m.measure("b", group="g")
+    a.start()
+    b.start()
+    time.sleep(0.4)
+    b.stop()
+    a.stop()
+    assert rel_err(a.result.energy_j, b.result.energy_j) < 0.02
+    assert rel_err(a.result.energy_j + b.result.energy_j, 300 * a.result.duration_s) < 0.02
+
+
+def test_group_without_device_reads_makes_no_nvml_call(meter_factory, gpu300):
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    m.sampler.stop()  # only the window path may touch NVML now
+    before = sum(gpu300.calls.values())
+    for _ in range(50):
+        with m.measure("r", group="g", read_devices=False) as w:
+            pass
+        assert w.result is not None
+    assert sum(gpu300.calls.values()) == before
+
+
+def test_gpu_lost_mid_run_others_go_on(meter_factory, caplog):
+    lost = SimulatedGPU(300.0)
+    healthy = SimulatedGPU(150.0)
+    m = meter_factory(lost, healthy)
+    m.wait_ready()
+    with caplog.at_level(logging.WARNING, logger="meter"), m.measure("run") as w:
+        time.sleep(0.3)
+        lost.inject_error("gpu_lost")
+        time.sleep(0.4)
+    r = w.result
+    g0, g1 = r.devices["gpu:0"], r.devices["gpu:1"]
+    assert g0.error is not None and "lost" in g0.error.lower()
+    assert g1.error is None
+    assert rel_err(g1.energy_j, 150.0 * r.duration_s) < 0.03
+    # The lost GPU keeps what it measured before it was lost, and no more.
+    assert 0.2 * 300 < g0.energy_j < 0.45 * 300
+    assert any("gpu:0" in rec.getMessage() for rec in caplog.records)
+    # Later windows still work.
+    with m.measure("after") as w2:
+        time.sleep(0.1)
+    assert w2.result.devices["gpu:1"].energy_j > 0
+
+
+def test_idle_baseline_gives_dynamic_energy(meter_factory):
+    m = meter_factory(SimulatedGPU(300.0), idle_power_w={"gpu:0": 60.0})
+    m.wait_ready()
+    with m.measure() as w:
+        time.sleep(0.4)
+    r = w.result
+    assert r.devices["gpu:0"].idle_power_w == 60.0
+    assert r.dynamic_energy_j == pytest.approx(r.energy_j - 60.0 * r.duration_s, rel=1e-6)
+    assert rel_err(r.dynamic_energy_j, 240.0 * r.duration_s) < 0.03
+
+
+def test_no_idle_baseline_means_no_dynamic(meter_factory):
+    m = meter_factory(300.0)
+    with m.measure() as w:
+        pass
+    assert w.result.dynamic_energy_j is None
+
+
+def test_failing_sink_does_not_break_the_window(meter_factory, caplog):
+    def bad_sink(_: meter.Measurement) -> None:
+        raise RuntimeError("sink down")
+
+    m = meter_factory(300.0, sinks=[bad_sink])
+    with caplog.at_level(logging.WARNING, logger="meter"), m.measure() as w:
+        pass
+    assert w.result is not None
+    assert "sink" in caplog.text
+
+
+def test_window_cannot_be_entered_twice(simulated_meter):
+    w = meter.measure("x")
+    with w, pytest.raises(RuntimeError, match="already open"):
+        w.start()
+
+
+def test_measurement_is_frozen_and_serialisable(simulated_meter):
+    import dataclasses
+    import json
+
+    with meter.measure("x") as w:
+        time.sleep(0.01)
+    r = w.result
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.energy_j = 0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        r.devices["gpu:1"] = r.devices["gpu:0"]  # type: ignore[index]
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["devices"]["gpu:0"]["method"] == "simulated"
+    assert set(d) >= {"name", "start_time", "end_time", "duration_s", "energy_j", "devices"}
+    assert r.devices["gpu:0"]["energy_j"] == r.devices["gpu:0"].energy_j
+
+
+@pytest.mark.parametrize("bad", [-1, 0, float("nan"), "fast", 0.0001, 10_000])
+def test_bad_interval_fails_fast(bad):
+    with simulated_gpus([300.0]), pytest.raises(ConfigError) as info:
+        Meter(interval_s=bad, cpu=False)
+    assert info.value.setting == "interval_s"
+    assert "interval_s" in str(info.value)
+
+
+def test_unknown_gpu_index_fails_fast():
+    with simulated_gpus([300.0, 150.0]), pytest.raises(ConfigError) as info:
+        Meter(gpus=[5], cpu=False)
+    msg = str(info.value)
+    assert "5" in msg and "0" in msg and "1" in msg
+
+
+def test_bad_idle_config_fails_fast():
+    with simulated_gpus([300.0]):
+        with pytest.raises(ConfigError, match="gpu:7"):
+            Meter(cpu=False, idle_power_w={"gpu:7": 50.0})
+        with pytest.raises(ConfigError, match="watts"):
+            Meter(cpu=False, idle_power_w={"gpu:0": -5.0})
+
+
+def test_bad_env_fails_fast(monkeypatch):
+    from meter.core import options_from_env
+
+    monkeypatch.setenv("METER_INTERVAL_S", "-2")
+    with pytest.raises(ConfigError, match="METER_INTERVAL_S"):
+        options_from_env()
+    monkeypatch.setenv("METER_INTERVAL_S", "0.05")
+    monkeypatch.setenv("METER_GPUS", "zero")
+    with pytest.raises(ConfigError, match="METER_GPUS"):
+        options_from_env()
+
+
+def test_sampler_history_is_bounded(meter_factory, gpu300):
+    m = meter_factory(gpu300, interval_s=0.001, history=50, phase_lock=False)
+    m.ledger.coarse_every = 5
+    m.start()
+    time.sleep(0.5)
+    assert m.sampler.ticks > 100
+    assert len(m.ledger.samples) == 50
+    assert len(m.ledger.coarse) <= 50
+
+
+def test_sampler_stops_cleanly_and_idempotently(meter_factory):
+    m = meter_factory(300.0)
+    m.start()
+    assert m.sampler.running
+    thread_names = [t.name for t in threading.enumerate()]
+    assert "meter-sampler" in thread_names
+    m.close()
+    m.close()
+    assert not m.sampler.running
+    with pytest.raises(RuntimeError, match="closed"):
+        m.start()
+
+
+def test_peak_power_seen_in_a_burst(meter_factory):
+    gpu = SimulatedGPU(lambda t: 500.0 if 0.6 < t % 10 < 0.9 else 100.0, energy_counter=False)
+    m = meter_factory(gpu, interval_s=0.02)
+    with m.measure() as w:
+        time.sleep(1.2)
+    d = w.result.devices["gpu:0"]
+    assert d.peak_power_w > 400
+    assert 100 < d.avg_power_w < 300
