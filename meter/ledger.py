@@ -323,9 +323,13 @@ class Ledger:
         """Per-device peak of the sampled power over [t0, t1] (0 where nothing was sampled)."""
         n = len(self.tracks)
         peaks = [0.0] * n
-        samples = list(self.samples)
-        oldest = samples[0].t if samples else t1
-        for s in reversed(samples):
+        samples = self.samples
+        count = len(samples)
+        oldest = samples[0].t if count else t1
+        # Walk back from the newest sample by index: no copy of the history, O(1) per step near
+        # the end of a deque, and safe while the sampler appends (the length never shrinks).
+        for j in range(count - 1, -1, -1):
+            s = samples[j]
             if s.t < t0:
                 break
             if s.t <= t1:
