@@ -97,6 +97,7 @@ class Meter:
         cpu_tdp_w: float | None = None,
         rapl_root: str | os.PathLike[str] = "/sys/class/powercap",
         rapl_psys: bool = False,
+        rapl_reader: Callable[[str], str] | None = None,
         nvml: Any = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         idle_power_w: Mapping[str, float] | None = None,
@@ -124,6 +125,7 @@ class Meter:
                 cpu_tdp_w=cpu_tdp_w,
                 rapl_root=rapl_root,
                 rapl_psys=rapl_psys,
+                rapl_reader=rapl_reader,
                 nvml=nvml,
             )
             devices = found.devices

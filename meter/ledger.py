@@ -58,10 +58,11 @@ class Track:
         self.missed_captures = 0
         self._change: tuple[float, float] | None = None  # (time, value) of the last raw change
         self.reported_j = 0.0  # largest energy handed out (monotonic clamp)
-        self.model: StepModel | None = StepModel() if self.info.counter else None
         # Boundary reads hit the hardware only for real, cheap counters. Power devices and
         # estimates are extrapolated from the sampler's latest read instead.
         self.boundary_reads = self.info.counter and self.info.method in ("counter", "simulated")
+        # Only hardware counters step; an estimate integrates continuously.
+        self.model: StepModel | None = StepModel() if self.boundary_reads else None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -165,11 +166,7 @@ class Track:
     def needs_calibration(self) -> bool:
         model = self.model
         return (
-            model is not None
-            and not model.locked
-            and not model.continuous
-            and self.error is None
-            and self.info.method != "estimated"
+            model is not None and not model.locked and not model.continuous and self.error is None
         )
 
     def calibrate_start(self) -> None:

@@ -7,7 +7,7 @@ unusable (with the reason and the fix), and warnings. Nothing present is not an 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ def discover(
     cpu_tdp_w: float | None = None,
     rapl_root: str | os.PathLike[str] = "/sys/class/powercap",
     rapl_psys: bool = False,
+    rapl_reader: Callable[[str], str] | None = None,
     nvml: Any = None,
 ) -> Discovery:
     """Open every device this process should meter.
@@ -60,7 +61,7 @@ def discover(
     if cpu:
         from meter.devices.rapl import open_rapl
 
-        zones, rapl_unavailable = open_rapl(rapl_root, psys=rapl_psys)
+        zones, rapl_unavailable = open_rapl(rapl_root, psys=rapl_psys, reader=rapl_reader)
         found.devices.extend(zones)
         found.unavailable.extend(rapl_unavailable)
         if cpu_estimate and not any(z.info.kind == "cpu" for z in zones):
