@@ -24,7 +24,7 @@ def make_data(n: int, dims: int, seed: int) -> tuple[list[list[float]], list[int
     xs, ys = [], []
     for _ in range(n):
         x = [rng.gauss(0, 1) for _ in range(dims)]
-        ys.append(1 if sum(a * b for a, b in zip(x, true_w)) > 0 else 0)
+        ys.append(1 if sum(a * b for a, b in zip(x, true_w, strict=True)) > 0 else 0)
         xs.append(x)
     return xs, ys
 
@@ -43,7 +43,7 @@ def train_epoch(
         grad = [0.0] * len(w)
         for i in order[start : start + batch]:
             x, y = xs[i], ys[i]
-            p = sigmoid(sum(a * b for a, b in zip(w, x)))
+            p = sigmoid(sum(a * b for a, b in zip(w, x, strict=True)))
             loss -= math.log(p + 1e-12) if y else math.log(1 - p + 1e-12)
             for j, xj in enumerate(x):
                 grad[j] += (p - y) * xj
@@ -53,7 +53,10 @@ def train_epoch(
 
 
 def accuracy(w: list[float], xs: list[list[float]], ys: list[int]) -> float:
-    hits = sum((sum(a * b for a, b in zip(w, x)) > 0) == bool(y) for x, y in zip(xs, ys))
+    hits = sum(
+        (sum(a * b for a, b in zip(w, x, strict=True)) > 0) == bool(y)
+        for x, y in zip(xs, ys, strict=True)
+    )
     return hits / len(xs)
 
 

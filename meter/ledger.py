@@ -57,7 +57,6 @@ class Track:
         self.raw_last = 0.0  # latest raw counter value
         self.missed_captures = 0
         self._change: tuple[float, float] | None = None  # (time, value) of the last raw change
-        self.reported_j = 0.0  # largest energy handed out (monotonic clamp)
         # Boundary reads hit the hardware only for real, cheap counters. Power devices and
         # estimates are extrapolated from the sampler's latest read instead.
         self.boundary_reads = self.info.counter and self.info.method in ("counter", "simulated")
@@ -146,20 +145,26 @@ class Track:
             return model.energy_then(t, raw)
 
     def energy_now(self, t: float, read: bool) -> float:
-        """Cumulative joules at time ``t``: a fresh read for cheap counters when ``read``,
-        else the latest estimate extrapolated with the latest power. Monotonic."""
+        """Cumulative joules at time ``t`` (taken just before this call): a fresh read for
+        cheap counters when ``read``, else the latest estimate extrapolated with the latest
+        power. Either way the figure is moved to ``t`` with the current power, so a read that
+        waited for the lock (a busy machine, many threads) is not credited with the wait.
+        Not clamped to be monotonic across callers; `Group` and windows clamp their deltas."""
         if read and self.boundary_reads and self.error is None:
-            value = self.observe()
-        else:
             with self.lock:
-                value = self.energy_j
-                if self.error is None and self.t_last is not None and t > self.t_last:
-                    value += self.power_w * min(t - self.t_last, 2.0)
+                if self.error is None:
+                    try:
+                        t_read, energy, power = self._read_raw()
+                    except Exception as exc:
+                        self._fail(exc)
+                        return self.energy_j
+                    value = self._update(t_read, energy, power)
+                    return value - self.power_w * min(max(t_read - t, 0.0), 1.0)
         with self.lock:
-            if value < self.reported_j:
-                value = self.reported_j
-            self.reported_j = value
-        return value
+            value = self.energy_j
+            if self.error is None and self.t_last is not None:
+                value += self.power_w * min(max(t - self.t_last, -1.0), 2.0)
+            return value
 
     # -- phase lock (called by the sampler thread only) --------------------------------------
 

@@ -47,17 +47,19 @@ class Group:
 
     def _advance(self, t: float, energies: tuple[float, ...]) -> None:
         n = self.open_windows
+        # Clamp per device so the group's energy never steps back (estimates made at slightly
+        # different times may disagree by a hair); then the shares add up exactly.
+        energies = tuple(max(e, last) for e, last in zip(energies, self._last_energy, strict=True))
         if n > 0:
             for i, e in enumerate(energies):
                 de = e - self._last_energy[i]
-                if de > 0:
-                    self._share[i] += de / n
-                    self.busy_energy_j[i] += de
+                self._share[i] += de / n
+                self.busy_energy_j[i] += de
             dt = max(t - self._last_t, 0.0)
             self._time_share += dt / n
             self.busy_s += dt
         self._last_energy = energies
-        self._last_t = t
+        self._last_t = max(t, self._last_t)
 
     def enter(self, read: bool) -> tuple[float, tuple[float, ...], float]:
         """Open one window: returns (time, S per device, time share) at its start."""
