@@ -212,34 +212,25 @@ class Window:
         try:
             if self._want_sync(meter):
                 meter.synchronize()
+            idle_time: float | None = None
             if self._group is not None:
                 t1, s1, ts1 = self._group.exit(self.read_devices)
                 energies = tuple(b - a for a, b in zip(self._s0, s1, strict=True))
-                idle_time = ts1 - self._ts0
-                result = meter.build_measurement(
-                    name=self.name or "window",
-                    t0=self._t0,
-                    t1=t1,
-                    wall0=self._wall0,
-                    energies=energies,
-                    idle_time_s=idle_time,
-                    group=self.group,
-                    error=exc_type.__name__ if exc_type is not None else None,
-                )
+                idle_time = ts1 - self._ts0  # this window's share of the busy time
             else:
                 t1, e1, _ = meter.boundary(self.read_devices)
                 e0 = meter.retro_start(self._t0, self._e0, self._raw0)
                 energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
-                result = meter.build_measurement(
-                    name=self.name or "window",
-                    t0=self._t0,
-                    t1=t1,
-                    wall0=self._wall0,
-                    energies=energies,
-                    idle_time_s=None,
-                    group=None,
-                    error=exc_type.__name__ if exc_type is not None else None,
-                )
+            result = meter.build_measurement(
+                name=self.name or "window",
+                t0=self._t0,
+                t1=t1,
+                wall0=self._wall0,
+                energies=energies,
+                idle_time_s=idle_time,
+                group=self.group,
+                error=exc_type.__name__ if exc_type is not None else None,
+            )
         except Exception:
             log.warning("meter: could not close window %r", self.name, exc_info=True)
             return None

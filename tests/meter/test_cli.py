@@ -28,16 +28,23 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
+def run_meter(*args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        meter_cmd(*args), env=env(**env_vars), capture_output=True, text=True, timeout=60
+    )
+
+
 def test_run_meters_a_simulated_gpu_within_3pct(tmp_path):
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run(
-        meter_cmd(
-            "run", "--output", str(out), "--", sys.executable, "-c", "import time; time.sleep(1)"
-        ),
-        env=env(METER_SIMULATE_GPUS="300"),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_meter(
+        "run",
+        "--output",
+        str(out),
+        "--",
+        sys.executable,
+        "-c",
+        "import time; time.sleep(1)",
+        METER_SIMULATE_GPUS="300",
     )
     assert proc.returncode == 0, proc.stderr
     (rec,) = list(read_jsonl(out))
@@ -55,12 +62,16 @@ def test_run_meters_a_simulated_gpu_within_3pct(tmp_path):
 def test_run_two_gpus_and_appends(tmp_path):
     out = tmp_path / "r.jsonl"
     for _ in range(2):
-        proc = subprocess.run(
-            meter_cmd("run", "--no-cpu", "-o", str(out), "--", sys.executable, "-c", "pass"),
-            env=env(METER_SIMULATE_GPUS="300,150:sampled"),
-            capture_output=True,
-            text=True,
-            timeout=60,
+        proc = run_meter(
+            "run",
+            "--no-cpu",
+            "-o",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            "pass",
+            METER_SIMULATE_GPUS="300,150:sampled",
         )
         assert proc.returncode == 0, proc.stderr
     recs = list(read_jsonl(out))
@@ -70,12 +81,15 @@ def test_run_two_gpus_and_appends(tmp_path):
 
 def test_run_exits_with_the_commands_exit_code(tmp_path):
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run(
-        meter_cmd("run", "-o", str(out), "--", sys.executable, "-c", "import sys; sys.exit(7)"),
-        env=env(METER_SIMULATE_GPUS="100"),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_meter(
+        "run",
+        "-o",
+        str(out),
+        "--",
+        sys.executable,
+        "-c",
+        "import sys; sys.exit(7)",
+        METER_SIMULATE_GPUS="100",
     )
     assert proc.returncode == 7
     (rec,) = list(read_jsonl(out))
@@ -110,56 +124,34 @@ def test_run_forwards_sigterm_and_still_records(tmp_path):
 
 
 def test_run_command_not_found():
-    proc = subprocess.run(
-        meter_cmd("run", "--", "definitely-not-a-command-xyz"),
-        env=env(METER_SIMULATE_GPUS="100"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_meter("run", "--", "definitely-not-a-command-xyz", METER_SIMULATE_GPUS="100")
     assert proc.returncode == 127
     assert "not found" in proc.stderr
 
 
 def test_run_without_command_is_usage_error():
-    proc = subprocess.run(meter_cmd("run"), env=env(), capture_output=True, text=True, timeout=60)
+    proc = run_meter("run")
     assert proc.returncode == 2
     assert "after --" in proc.stderr
 
 
 @pytest.mark.parametrize("bad", ["-1", "0", "abc"])
 def test_run_bad_interval_fails_fast(bad):
-    proc = subprocess.run(
-        meter_cmd("run", f"--interval={bad}", "--", sys.executable, "-c", "pass"),
-        env=env(METER_SIMULATE_GPUS="100"),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_meter(
+        "run", f"--interval={bad}", "--", sys.executable, "-c", "pass", METER_SIMULATE_GPUS="100"
     )
     assert proc.returncode == 2
     assert "interval" in proc.stderr
 
 
 def test_bad_simulate_env_fails_fast():
-    proc = subprocess.run(
-        meter_cmd("run", "--", sys.executable, "-c", "pass"),
-        env=env(METER_SIMULATE_GPUS="lots"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_meter("run", "--", sys.executable, "-c", "pass", METER_SIMULATE_GPUS="lots")
     assert proc.returncode == 2
     assert "METER_SIMULATE_GPUS" in proc.stderr
 
 
 def test_devices_lists_simulated_gpus_and_cpu_status():
-    proc = subprocess.run(
-        meter_cmd("devices", "--json"),
-        env=env(METER_SIMULATE_GPUS="300,150"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_meter("devices", "--json", METER_SIMULATE_GPUS="300,150")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     gpus = [d for d in data["devices"] if d["kind"] == "gpu"]
@@ -173,13 +165,7 @@ def test_devices_lists_simulated_gpus_and_cpu_status():
 
 
 def test_devices_without_nvml_says_why():
-    proc = subprocess.run(
-        meter_cmd("devices"),
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_meter("devices")
     assert proc.returncode == 0, proc.stderr
     if "gpu:0" not in proc.stdout:  # no NVIDIA driver on this machine
         assert "not available" in proc.stdout
@@ -188,12 +174,14 @@ def test_devices_without_nvml_says_why():
 
 def test_calibrate_writes_idle_file_used_by_later_windows(tmp_path):
     idle_file = tmp_path / "idle.json"
-    proc = subprocess.run(
-        meter_cmd("calibrate", "--seconds", "0.5", "--file", str(idle_file)),
-        env=env(METER_SIMULATE_GPUS="80", METER_NO_CPU="1"),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_meter(
+        "calibrate",
+        "--seconds",
+        "0.5",
+        "--file",
+        str(idle_file),
+        METER_SIMULATE_GPUS="80",
+        METER_NO_CPU="1",
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(idle_file.read_text())
@@ -201,12 +189,17 @@ def test_calibrate_writes_idle_file_used_by_later_windows(tmp_path):
     assert entry["key"] == "gpu:0"
     assert abs(entry["idle_power_w"] - 80.0) < 2.0
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run(
-        meter_cmd("run", "-o", str(out), "--", sys.executable, "-c", "pass"),
-        env=env(METER_SIMULATE_GPUS="80", METER_NO_CPU="1", METER_IDLE_FILE=str(idle_file)),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_meter(
+        "run",
+        "-o",
+        str(out),
+        "--",
+        sys.executable,
+        "-c",
+        "pass",
+        METER_SIMULATE_GPUS="80",
+        METER_NO_CPU="1",
+        METER_IDLE_FILE=str(idle_file),
     )
     assert proc.returncode == 0, proc.stderr
     (rec,) = list(read_jsonl(out))
