@@ -30,8 +30,10 @@ class DeviceError(MeterError):
 
 
 class DeviceUnavailable(DeviceError):
-    """A device exists but cannot be read here; ``fix`` says what would make it readable."""
+    """A device exists but cannot be read here. ``reason`` says why, ``fix`` what would make it
+    readable; the message joins both."""
 
-    def __init__(self, message: str, *, device: str | None = None, fix: str | None = None) -> None:
-        super().__init__(message, device=device)
+    def __init__(self, reason: str, *, device: str | None = None, fix: str | None = None) -> None:
+        super().__init__(reason if fix is None else f"{reason}. To fix: {fix}", device=device)
+        self.reason = reason
         self.fix = fix

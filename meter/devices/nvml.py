@@ -493,7 +493,7 @@ class NvmlGpu:
     def _unopenable(self, why: str, error: BaseException | None) -> DeviceUnavailable:
         hint = self._hint(error)
         reason = f"{self._label} could not be opened: {why}."
-        return DeviceUnavailable(f"{reason} {hint}", device=self._key, fix=hint)
+        return DeviceUnavailable(reason, device=self._key, fix=hint)
 
 
 # -- the factory ----------------------------------------------------------------------------------
@@ -574,11 +574,8 @@ def open_gpus(
         try:
             device = NvmlGpu(nvml, gpu, ordinal=ordinal, counted=counted)
         except DeviceUnavailable as error:
-            reason = str(error)
-            if error.fix and reason.endswith(error.fix):
-                reason = reason[: -len(error.fix)].rstrip()
             unavailable.append(
-                Unavailable(key=key, kind="gpu", reason=reason, fix=error.fix, model=gpu.name)
+                Unavailable(key=key, kind="gpu", reason=error.reason, fix=error.fix, model=gpu.name)
             )
             continue
         metered.setdefault(gpu.index, key)

@@ -86,22 +86,13 @@ def read_cpu_model(cpuinfo: str = "/proc/cpuinfo", *, reader: Reader | None = No
     return platform.processor()
 
 
-class _ZoneOpenError(DeviceUnavailable):
-    """A zone that is listed but cannot be opened; ``reason`` and ``fix`` feed `Unavailable`."""
-
-    def __init__(self, reason: str, *, device: str, fix: str | None) -> None:
-        message = reason if fix is None else f"{reason}. To fix: {fix}"
-        super().__init__(message, device=device, fix=fix)
-        self.reason = reason
-
-
-def _root_only(energy_path: str, *, device: str) -> _ZoneOpenError:
+def _root_only(energy_path: str, *, device: str) -> DeviceUnavailable:
     # Since Linux 5.10 (and stable backports) energy_uj is mode 0400: unprivileged reads of the
     # energy counter leak enough to attack SGX enclaves ("Platypus", CVE-2020-8694). The parent
     # of the zone entry holds the control-type directory, which holds every zone of that type.
     zone = Path(energy_path).parent
     control = zone.name.split(":", 1)[0]
-    return _ZoneOpenError(
+    return DeviceUnavailable(
         f"RAPL energy file {energy_path} is readable by root only (Linux >= 5.10, CVE-2020-8694)",
         device=device,
         fix=(
@@ -146,7 +137,7 @@ class RaplZone:
 
         self.max_energy_range_uj: int = self._open_int("max_energy_range_uj")
         if self.max_energy_range_uj <= 0:
-            raise _ZoneOpenError(
+            raise DeviceUnavailable(
                 f"RAPL zone {self.path} reports max_energy_range_uj={self.max_energy_range_uj}, "
                 "so its counter cannot be unwrapped",
                 device=info.key,
@@ -179,8 +170,8 @@ class RaplZone:
         except (OSError, ValueError) as e:
             raise self._open_failed(e, path) from e
 
-    def _open_failed(self, error: Exception, path: str | None = None) -> _ZoneOpenError:
-        return _ZoneOpenError(
+    def _open_failed(self, error: Exception, path: str | None = None) -> DeviceUnavailable:
+        return DeviceUnavailable(
             f"RAPL zone {self.path} is listed but {path or self._energy_path} cannot be read: "
             f"{error} (common in VMs that expose the zone without the counter)",
             device=self.info.key,
@@ -425,7 +416,7 @@ def open_rapl(
         )
         try:
             zones.append(RaplZone(e.path, info, reader=reader))
-        except _ZoneOpenError as err:
+        except DeviceUnavailable as err:
             unavailable.append(
                 Unavailable(key=key, kind=kind, reason=err.reason, fix=err.fix, model=model)
             )
