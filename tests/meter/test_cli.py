@@ -96,12 +96,14 @@ def test_run_exits_with_the_commands_exit_code(tmp_path):
     assert rec["exit_code"] == 7
 
 
-def test_run_forwards_sigterm_and_still_records(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_forwards_signals_and_still_records(tmp_path, signum):
     out = tmp_path / "r.jsonl"
     ready = tmp_path / "ready"
     child = (
         "import pathlib, signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "signal.signal(signal.SIGINT, lambda *a: sys.exit(42))\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"
         "time.sleep(30)\n"
     )
@@ -115,7 +117,7 @@ def test_run_forwards_sigterm_and_still_records(tmp_path):
     while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ready.exists()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 42, err
     (rec,) = list(read_jsonl(out))
