@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +68,8 @@ def save(
     path: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Merge measured idle watts into the file, atomically (write a temp file, then rename)."""
+    import tempfile  # only `meter calibrate` writes; keep `import meter` light
+
     p = Path(path) if path is not None else default_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
