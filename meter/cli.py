@@ -41,6 +41,10 @@ def _build_meter(args: argparse.Namespace) -> Meter:
             raise ConfigError(f"--gpus {args.gpus!r} must be ordinals like 0,1") from None
     if getattr(args, "no_cpu", False):
         opts["cpu"] = False
+    if getattr(args, "zone", None):
+        opts["zone"] = args.zone
+    if getattr(args, "pue", None) is not None:
+        opts["pue"] = args.pue
     return Meter(**opts)
 
 
@@ -152,6 +156,28 @@ def print_summary(m: Measurement, title: str, exit_code: int | None = None) -> N
     _print_table(summary_table(m, ""), file=err)
     if m.dynamic_energy_j is not None:
         print(f"dynamic (above idle): {m.dynamic_energy_j:.1f} J", file=err)
+    if m.co2e_g is not None and m.carbon is not None:
+        c = m.carbon
+        mean = c.get("intensity_g_per_kwh")
+        mean_text = f"{mean:.0f} g/kWh" if mean is not None else "n/a"
+        marginal = ", marginal" if c.get("marginal") else ""
+        print(
+            f"CO2e location-based: {m.co2e_g:.3f} g  (zone {c['zone']} from {c['zone_from']}, "
+            f"{c['provider']}, {mean_text}{marginal}, PUE {c['pue']:g})",
+            file=err,
+        )
+        if m.co2e_market_g is not None:
+            print(
+                f"CO2e market-based:   {m.co2e_market_g:.3f} g  ({c.get('market_basis')})",
+                file=err,
+            )
+        if m.embodied_co2e_g is not None:
+            print(
+                f"CO2e embodied:       {m.embodied_co2e_g:.3f} g  (manufacturing, amortised)",
+                file=err,
+            )
+        for fallback in c.get("fallbacks", ()):
+            print(f"carbon fallback: {fallback}", file=err)
     methods = sorted(m.methods)
     if "estimated" in methods:
         print(
@@ -192,7 +218,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from exporters.jsonl import JsonlWriter
 
         writer = JsonlWriter(args.output)
+    compare = [z.strip() for z in (args.compare_zones or "").split(",") if z.strip()]
     m = _build_meter(args)
+    if compare:
+        from meter.carbon.accounting import compare_zones
+
+        compare_zones(0.0, compare)  # unknown zones fail now, before the command runs
     m.start()
     try:
         child = subprocess.Popen(command)
@@ -228,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     m.close()
     title = " ".join(command)
     print_summary(result, title, exit_code)
+    prices = _print_comparison(result, compare) if compare else []
     if writer is not None:
         record = result.to_dict()
         record.update(
@@ -240,11 +272,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "meter_version": __version__,
             }
         )
+        if prices:
+            record["compare_zones"] = prices
         try:
             writer.write(record)
         except OSError as exc:
             _err(f"could not write {args.output}: {exc}")
     return exit_code
+
+
+def _print_comparison(m: Measurement, zones: list[str]) -> list[dict[str, Any]]:
+    """What-if: the run's energy priced in other zones (embedded yearly data, location-based)."""
+    from meter.carbon.accounting import compare_zones
+
+    pue = m.carbon["pue"] if m.carbon else 1.0
+    prices = compare_zones(m.energy_j, zones, pue=pue)
+    rows = [["zone", "name", "g/kWh", "CO2e_g", "source"]]
+    rows += [[p.zone, p.name, f"{p.g_per_kwh:.0f}", f"{p.co2e_g:.3f}", p.source] for p in prices]
+    print(f"\nthe same {m.energy_j:.1f} J elsewhere (PUE {pue:g}):", file=sys.stderr)
+    _print_table(rows, file=sys.stderr)
+    return [
+        {"zone": p.zone, "g_per_kwh": p.g_per_kwh, "co2e_g": p.co2e_g, "source": p.source}
+        for p in prices
+    ]
+
+
+def cmd_zones(args: argparse.Namespace) -> int:
+    from meter.carbon.cli_zones import zones_command
+
+    return zones_command(args.query, as_json=args.json)
 
 
 # -- meter calibrate -------------------------------------------------------------------------
@@ -295,15 +351,31 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run",
         help="run a command and meter it",
-        usage="meter run [--interval S] [--output FILE.jsonl] [--name NAME] -- CMD [ARGS...]",
+        usage=(
+            "meter run [--interval S] [--output FILE.jsonl] [--zone Z] [--compare-zones Z1,Z2]"
+            " -- CMD [ARGS...]"
+        ),
     )
     r.add_argument("--interval", type=float, default=None, help="sampling interval, s (0.1)")
     r.add_argument("--output", "-o", default=None, help="append one JSON record per run")
     r.add_argument("--name", default=None, help="name of the run in the record")
     r.add_argument("--gpus", default=None, help="GPU ordinals to meter, e.g. 0,1")
     r.add_argument("--no-cpu", action="store_true", help="do not meter CPU/DRAM")
+    r.add_argument("--zone", default=None, help="grid zone, e.g. DE, US-CAL-CISO, aws:us-east-1")
+    r.add_argument("--pue", type=float, default=None, help="data-centre PUE (default 1.0)")
+    r.add_argument(
+        "--compare-zones",
+        default=None,
+        metavar="Z1,Z2",
+        help="also price the run's energy in these zones, e.g. FR,PL,US-TEX-ERCO",
+    )
     r.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     r.set_defaults(func=cmd_run)
+
+    z = sub.add_parser("zones", help="list grid zones with their carbon intensity")
+    z.add_argument("query", nargs="?", default=None, help="part of a zone key or name")
+    z.add_argument("--json", action="store_true", help="machine-readable output")
+    z.set_defaults(func=cmd_zones)
 
     c = sub.add_parser("calibrate", help="measure idle power (keep the machine idle)")
     c.add_argument("--seconds", type=float, default=10.0, help="how long to measure (10)")

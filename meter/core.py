@@ -9,15 +9,29 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meter import cuda, idle
+from meter.carbon.accounting import (
+    DEFAULT_PUE,
+    DEFAULT_REFRESH_S,
+    Accountant,
+    CarbonRate,
+    check_pue,
+    market_basis,
+)
+from meter.carbon.accounting import options_from_env as carbon_env
+from meter.carbon.embodied import Embodied
+from meter.carbon.embodied import resolve as resolve_embodied
 from meter.devices.base import Device, DeviceInfo, Unavailable
 from meter.errors import ConfigError
 from meter.ledger import Clock, Ledger
 from meter.measurement import DeviceMeasurement, Measurement
 from meter.sampler import CALIBRATE_TIMEOUT_S, Sampler
 from meter.windows import Group, Window
+
+if TYPE_CHECKING:
+    from meter.carbon.providers import Provider
 
 log = logging.getLogger("meter")
 
@@ -107,6 +121,15 @@ class Meter:
         phase_lock: bool = True,
         sinks: Sequence[Sink] = (),
         clock: Clock = time.perf_counter,
+        carbon: bool = True,
+        zone: str | None = None,
+        default_zone: str | None = None,
+        carbon_provider: Provider | None = None,
+        pue: float | None = None,
+        market_factor_g_per_kwh: float | None = None,
+        renewable_share: float | None = None,
+        embodied: Mapping[str, object] | bool | None = None,
+        carbon_refresh_s: float | None = None,
     ) -> None:
         self.interval_s = check_interval(interval_s)
         if history < 10:
@@ -135,8 +158,28 @@ class Meter:
                 log.warning("meter: %s", w)
         self._devices = list(devices)
         self.clock = clock
-        self.ledger = Ledger(self._devices, clock, history=history)
+        self.accountant: Accountant | None = None
+        if carbon:
+            self.accountant = _build_accountant(
+                zone=zone,
+                default_zone=default_zone,
+                provider=carbon_provider,
+                pue=pue,
+                market_factor_g_per_kwh=market_factor_g_per_kwh,
+                renewable_share=renewable_share,
+                refresh_s=carbon_refresh_s,
+            )
+            if self.accountant.zone.warning:
+                self.warnings.append(self.accountant.zone.warning)
+                log.warning("meter: %s", self.accountant.zone.warning)
+        self.embodied: dict[str, Embodied] = (
+            {} if embodied is False else resolve_embodied(self.infos, _as_mapping(embodied))
+        )
+        rate = self.accountant.rate if self.accountant is not None else None
+        self.ledger = Ledger(self._devices, clock, history=history, rate=rate)
         self.sampler = Sampler(self.ledger, self.interval_s, phase_lock=phase_lock)
+        if self.accountant is not None:
+            self.sampler.on_tick.append(self.accountant.maybe_refresh)
         self.sync_cuda = sync_cuda
         self.idle_power_w: dict[str, float] = idle.load(self.infos, idle_file)
         for key, watts in (idle_power_w or {}).items():
@@ -162,6 +205,7 @@ class Meter:
         self.started_wall: float | None = None
         self._start_energy: tuple[float, ...] = ()
         self._start_raw: tuple[float | None, ...] = ()
+        self._start_carbon: tuple[tuple[float, float, float], ...] = ()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -188,10 +232,13 @@ class Meter:
                 raise RuntimeError("this Meter was closed; create a new one")
             if self._started:
                 return self
+            if self.accountant is not None:
+                self.accountant.start()
             self.sampler.start()
             self.sampler.wait_ready(CALIBRATE_TIMEOUT_S + 0.5)
             self.started_wall = time.time()
             self.started_at, self._start_energy, self._start_raw = self.boundary(read=True)
+            self._start_carbon = self.ledger.carbon_state()
             self._started = True
         return self
 
@@ -279,8 +326,14 @@ class Meter:
         idle_time_s: float | None,
         group: str | None,
         error: str | None,
+        carbon0: Sequence[tuple[float, float, float]] = (),
+        carbon1: Sequence[tuple[float, float, float]] = (),
     ) -> Measurement:
         duration = max(t1 - t0, 0.0)
+        accountant = self.accountant
+        have_carbon = accountant is not None and len(carbon0) == len(carbon1) == len(energies)
+        have_market = have_carbon and accountant is not None and accountant.market is not None
+        co2e_total = market_total = embodied_total = 0.0
         peaks = self.ledger.peak_power(t0, t1)
         devices: dict[str, DeviceMeasurement] = {}
         total = 0.0
@@ -307,6 +360,15 @@ class Meter:
             if idle_w is not None:
                 idle_s = duration if idle_time_s is None else idle_time_s
                 dynamic = max(energy - idle_w * idle_s, 0.0)
+            co2e = market = None
+            if have_carbon:
+                co2e, market = _price(energy, carbon0[i], carbon1[i], self.ledger.rate)
+                if not have_market:
+                    market = None
+            emb = self.embodied.get(info.key)
+            embodied_g = None
+            if emb is not None:
+                embodied_g = emb.g_per_s * (duration if idle_time_s is None else idle_time_s)
             devices[info.key] = DeviceMeasurement(
                 energy_j=energy,
                 avg_power_w=avg,
@@ -318,13 +380,22 @@ class Meter:
                 dynamic_energy_j=dynamic,
                 counted=info.counted,
                 error=track.error,
+                co2e_g=co2e,
+                co2e_market_g=market,
+                embodied_co2e_g=embodied_g,
             )
             if info.counted:
                 total += energy
+                co2e_total += co2e or 0.0
+                market_total += market or 0.0
+                embodied_total += embodied_g or 0.0
                 any_approx = any_approx or approximate
                 if dynamic is not None:
                     dynamic_total += dynamic
                     have_idle = True
+        carbon_block = None
+        if have_carbon and accountant is not None:
+            carbon_block = accountant.block(wall0, wall0 + duration, total, co2e_total)
         return Measurement(
             name=name,
             start_time=wall0,
@@ -333,6 +404,10 @@ class Meter:
             energy_j=total,
             devices=devices,
             dynamic_energy_j=dynamic_total if have_idle else None,
+            co2e_g=co2e_total if have_carbon else None,
+            co2e_market_g=market_total if have_market else None,
+            embodied_co2e_g=embodied_total if self.embodied else None,
+            carbon=carbon_block,
             group=group,
             approximate=any_approx,
             error=error,
@@ -371,6 +446,8 @@ class Meter:
         e0 = self.retro_start(self.started_at, self._start_energy, self._start_raw)
         energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
         return self.build_measurement(
+            carbon0=self._start_carbon,
+            carbon1=self.ledger.carbon_state(),
             name=name,
             t0=self.started_at,
             t1=t1,
@@ -380,6 +457,61 @@ class Meter:
             group=None,
             error=error,
         )
+
+
+def _price(
+    energy_j: float,
+    c0: tuple[float, float, float],
+    c1: tuple[float, float, float],
+    rate: CarbonRate | None,
+) -> tuple[float, float]:
+    """CO2e of a window's energy at the mean rate the ledger integrated over its span (so
+    intensity changes inside the window are priced per sample interval)."""
+    de = c1[0] - c0[0]
+    if de > 1e-12:
+        return energy_j * (c1[1] - c0[1]) / de, energy_j * (c1[2] - c0[2]) / de
+    loc, market = rate.rates if rate is not None else (0.0, None)
+    return energy_j * loc, energy_j * (market or 0.0)
+
+
+def _as_mapping(embodied: Mapping[str, object] | bool | None) -> Mapping[str, object] | None:
+    if embodied is None or embodied is True:
+        return None
+    if isinstance(embodied, Mapping):
+        return embodied
+    raise ConfigError(
+        f"embodied={embodied!r}: give a mapping like {{'gpu:0': (164.0, 3.0)}}, or False",
+        setting="embodied",
+    )
+
+
+def _build_accountant(
+    *,
+    zone: str | None,
+    default_zone: str | None,
+    provider: Provider | None,
+    pue: float | None,
+    market_factor_g_per_kwh: float | None,
+    renewable_share: float | None,
+    refresh_s: float | None,
+) -> Accountant:
+    from meter.carbon.providers import provider_from_env
+    from meter.carbon.zones import resolve_zone
+
+    env = carbon_env()
+    resolved = resolve_zone(zone, default=default_zone)
+    pue = check_pue(pue) if pue is not None else env.get("pue", DEFAULT_PUE)
+    if market_factor_g_per_kwh is None and renewable_share is None:
+        market_factor_g_per_kwh = env.get("market_factor_g_per_kwh")
+        renewable_share = env.get("renewable_share")
+    market = market_basis(market_factor_g_per_kwh, renewable_share, resolved.record.cfe_share)
+    return Accountant(
+        resolved,
+        provider if provider is not None else provider_from_env(),
+        pue=pue,
+        market=market,
+        refresh_s=refresh_s if refresh_s is not None else env.get("refresh_s", DEFAULT_REFRESH_S),
+    )
 
 
 # -- the process default -----------------------------------------------------------------------

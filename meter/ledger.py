@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from meter.carbon.accounting import CarbonRate
 from meter.devices.base import Device, DeviceInfo
 from meter.stepclock import CONTINUOUS_BELOW_S, POLL_S, StepModel
 
@@ -42,8 +43,12 @@ class Sample:
 class Track:
     """The state of one device in the ledger."""
 
-    def __init__(self, device: Device, clock: Clock) -> None:
+    def __init__(self, device: Device, clock: Clock, rate: CarbonRate | None = None) -> None:
         self.device = device
+        #: Carbon rates in force (g/J, PUE included), shared with the accountant.
+        self.rate = rate
+        self.co2e_g = 0.0  # cumulative location-based CO2e of this device
+        self.co2e_market_g = 0.0
         self.info: DeviceInfo = device.info
         self.clock = clock
         self.lock = threading.Lock()
@@ -86,6 +91,24 @@ class Track:
             return self._update(t, energy, power)
 
     def _update(self, t: float, energy: float | None, power: float | None) -> float:
+        before = self.energy_j
+        self._integrate(t, energy, power)
+        rate = self.rate
+        if rate is not None and self.energy_j > before:
+            # Price this increment at the intensity in force now: CO2e per sample interval.
+            loc, market = rate.rates
+            delta = self.energy_j - before
+            self.co2e_g += delta * loc
+            if market is not None:
+                self.co2e_market_g += delta * market
+        return self.energy_j
+
+    def carbon_state(self) -> tuple[float, float, float]:
+        """(cumulative joules, location CO2e g, market CO2e g) as integrated so far."""
+        with self.lock:
+            return self.energy_j, self.co2e_g, self.co2e_market_g
+
+    def _integrate(self, t: float, energy: float | None, power: float | None) -> None:
         prev_t = self.t_last
         if self.info.counter:
             value = float(energy or 0.0)
@@ -114,7 +137,6 @@ class Track:
                 self.energy_j += (self.power_w + p) / 2 * (t - prev_t)
             self.power_w = p
         self.t_last = t
-        return self.energy_j
 
     def _fail(self, exc: BaseException) -> None:
         self.read_errors += 1
@@ -289,9 +311,16 @@ class Track:
 class Ledger:
     """All tracks of a meter, plus the bounded sample history the sampler appends to."""
 
-    def __init__(self, devices: Sequence[Device], clock: Clock, history: int = 6000) -> None:
+    def __init__(
+        self,
+        devices: Sequence[Device],
+        clock: Clock,
+        history: int = 6000,
+        rate: CarbonRate | None = None,
+    ) -> None:
         self.clock = clock
-        self.tracks = [Track(d, clock) for d in devices]
+        self.rate = rate
+        self.tracks = [Track(d, clock, rate) for d in devices]
         self.keys = tuple(t.info.key for t in self.tracks)
         self.samples: deque[Sample] = deque(maxlen=history)
         # Coarse history: per-device peak power per block of samples, so a window longer than
@@ -304,6 +333,9 @@ class Ledger:
         """Time and per-device cumulative joules now."""
         t = self.clock()
         return t, tuple(track.energy_now(t, read) for track in self.tracks)
+
+    def carbon_state(self) -> tuple[tuple[float, float, float], ...]:
+        return tuple(track.carbon_state() for track in self.tracks)
 
     def record(self, t: float, wall: float) -> Sample:
         sample = Sample(

@@ -28,6 +28,9 @@ class DeviceMeasurement:
     dynamic_energy_j: float | None = None
     counted: bool = True
     error: str | None = None
+    co2e_g: float | None = None
+    co2e_market_g: float | None = None
+    embodied_co2e_g: float | None = None
 
     def __getitem__(self, key: str) -> Any:
         """Dict-style access, so ``m.devices["gpu:0"]["energy_j"]`` works too."""
@@ -45,6 +48,12 @@ class DeviceMeasurement:
         if self.idle_power_w is not None:
             d["idle_power_w"] = self.idle_power_w
             d["dynamic_energy_j"] = self.dynamic_energy_j
+        if self.co2e_g is not None:
+            d["co2e_g"] = self.co2e_g
+        if self.co2e_market_g is not None:
+            d["co2e_market_g"] = self.co2e_market_g
+        if self.embodied_co2e_g is not None:
+            d["embodied_co2e_g"] = self.embodied_co2e_g
         if not self.counted:
             d["counted"] = False
         if self.error is not None:
@@ -56,7 +65,11 @@ class DeviceMeasurement:
 class Measurement:
     """The energy of one window: what `with meter.measure(...) as w:` leaves in ``w.result``.
 
-    ``energy_j`` sums the devices whose ``counted`` is true. ``dynamic_energy_j`` is the energy
+    ``energy_j`` sums the devices whose ``counted`` is true. ``co2e_g`` is location-based (grid
+    intensity of each sample interval x energy x PUE); ``co2e_market_g`` is market-based (when a
+    contract factor, a renewable share or a Google CFE share applies); ``embodied_co2e_g`` is the
+    devices' manufacturing footprint amortised over this window's time; ``carbon`` says how
+    (zone, provider, mean intensity, PUE, fallbacks). ``dynamic_energy_j`` is the energy
     above idle (``energy - idle power x duration``) summed over the devices whose idle power is
     known (see ``devices[...].idle_power_w``); None when none is known. For a window in a
     shared group, the figures are this window's fair share.
@@ -76,6 +89,9 @@ class Measurement:
     devices: Mapping[str, DeviceMeasurement]
     dynamic_energy_j: float | None = None
     co2e_g: float | None = None
+    co2e_market_g: float | None = None
+    embodied_co2e_g: float | None = None
+    carbon: Mapping[str, Any] | None = None
     group: str | None = None
     approximate: bool = False
     error: str | None = None
@@ -84,6 +100,8 @@ class Measurement:
     def __post_init__(self) -> None:
         object.__setattr__(self, "devices", MappingProxyType(dict(self.devices)))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+        if self.carbon is not None:
+            object.__setattr__(self, "carbon", MappingProxyType(dict(self.carbon)))
 
     @property
     def avg_power_w(self) -> float:
@@ -104,9 +122,13 @@ class Measurement:
             "avg_power_w": self.avg_power_w,
             "dynamic_energy_j": self.dynamic_energy_j,
             "co2e_g": self.co2e_g,
+            "co2e_market_g": self.co2e_market_g,
+            "embodied_co2e_g": self.embodied_co2e_g,
             "approximate": self.approximate,
             "devices": {k: v.to_dict() for k, v in self.devices.items()},
         }
+        if self.carbon is not None:
+            d["carbon"] = dict(self.carbon)
         if self.group is not None:
             d["group"] = self.group
         if self.error is not None:

@@ -56,6 +56,8 @@ class Sampler:
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
         self._ready = threading.Event()
+        #: Cheap callables run after every tick (e.g. the carbon accountant's refresh check).
+        self.on_tick: list[Callable[[], None]] = []
 
     @property
     def running(self) -> bool:
@@ -91,6 +93,8 @@ class Sampler:
             track.observe()
         self.ledger.record(self.ledger.clock(), self.wall_clock())
         self.ticks += 1
+        for callback in self.on_tick:
+            callback()
 
     def _calibrate(self) -> None:
         pending = [t for t in self.ledger.tracks if t.needs_calibration()]

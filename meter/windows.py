@@ -108,6 +108,7 @@ class Window:
         self._raw0: tuple[float | None, ...] = ()
         self._s0: tuple[float, ...] = ()
         self._ts0 = 0.0
+        self._c0: tuple[tuple[float, float, float], ...] = ()
         self._group: Group | None = None
         self._live_meter: Meter | None = None
 
@@ -189,6 +190,7 @@ class Window:
             if self._want_sync(meter):
                 meter.synchronize()
             self._wall0 = time.time()
+            self._c0 = meter.ledger.carbon_state()
             if self.group is not None:
                 self._group = meter.group(self.group)
                 self._t0, self._s0, self._ts0 = self._group.enter(self.read_devices)
@@ -230,6 +232,8 @@ class Window:
                 idle_time_s=idle_time,
                 group=self.group,
                 error=exc_type.__name__ if exc_type is not None else None,
+                carbon0=self._c0,
+                carbon1=meter.ledger.carbon_state(),
             )
         except Exception:
             log.warning("meter: could not close window %r", self.name, exc_info=True)

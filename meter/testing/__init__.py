@@ -6,7 +6,21 @@ Set ``METER_SIMULATE_GPUS=300,150`` to run any process (the CLI, a server) on si
 every figure they produce is labelled ``simulated``.
 """
 
+from meter.testing.carbon_servers import (
+    FakeElectricityMaps,
+    FakeUKCarbonIntensity,
+    FakeWattTime,
+)
 from meter.testing.nvml import FakeNVML, SimulatedGPU, parse_simulate_env, simulated_gpus
 from meter.testing.rapl import FakeRapl
 
-__all__ = ["FakeNVML", "FakeRapl", "SimulatedGPU", "parse_simulate_env", "simulated_gpus"]
+__all__ = [
+    "FakeElectricityMaps",
+    "FakeNVML",
+    "FakeRapl",
+    "FakeUKCarbonIntensity",
+    "FakeWattTime",
+    "SimulatedGPU",
+    "parse_simulate_env",
+    "simulated_gpus",
+]

@@ -208,3 +208,57 @@ def test_calibrate_writes_idle_file_used_by_later_windows(tmp_path):
     assert rec["devices"]["gpu:0"]["idle_power_w"] == pytest.approx(entry["idle_power_w"])
     assert rec["dynamic_energy_j"] is not None
     assert rec["dynamic_energy_j"] < 0.05 * rec["energy_j"] + 1.0
+
+
+def test_run_reports_embedded_co2e_for_meter_zone_and_compares_zones(tmp_path):
+    from meter.carbon.table import load_table
+
+    out = tmp_path / "r.jsonl"
+    proc = run_meter(
+        "run",
+        "--compare-zones",
+        "PL,US-TEX-ERCO",
+        "-o",
+        str(out),
+        "--",
+        sys.executable,
+        "-c",
+        "import time; time.sleep(0.3)",
+        METER_SIMULATE_GPUS="300",
+        METER_ZONE="FR",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = list(read_jsonl(out))
+    fr = load_table().get("FR").g_per_kwh
+    assert rec["carbon"]["zone"] == "FR" and rec["carbon"]["zone_from"] == "METER_ZONE"
+    assert rec["carbon"]["provider"].startswith("embedded:")
+    assert rec["co2e_g"] == pytest.approx(rec["energy_j"] / 3.6e6 * fr, rel=1e-6)
+    assert rec["embodied_co2e_g"] > 0
+    assert [z["zone"] for z in rec["compare_zones"]] == ["PL", "US-TEX-ERCO"]
+    assert "CO2e location-based" in proc.stderr and "PL" in proc.stderr
+
+
+def test_run_unknown_compare_zone_fails_before_running(tmp_path):
+    marker = tmp_path / "ran"
+    proc = run_meter(
+        "run",
+        "--compare-zones",
+        "Narnia",
+        "--",
+        sys.executable,
+        "-c",
+        f"open({str(marker)!r}, 'w')",
+        METER_SIMULATE_GPUS="300",
+    )
+    assert proc.returncode == 2
+    assert "unknown zone" in proc.stderr
+    assert not marker.exists()
+
+
+def test_zones_command_lists_and_searches():
+    proc = run_meter("zones", "germany")
+    assert proc.returncode == 0, proc.stderr
+    assert "DE" in proc.stdout and "electricitymaps" in proc.stdout
+    proc = run_meter("zones", "--json", "aws:us-east-1")
+    assert proc.returncode == 0, proc.stderr
+    assert "US-MIDA-PJM" in proc.stdout
