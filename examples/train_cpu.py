@@ -78,9 +78,10 @@ def main() -> None:
         assert m is not None
         total += m.energy_j
         parts = ", ".join(f"{k} {d.energy_j:.1f} J ({d.method})" for k, d in m.devices.items())
+        co2e = f", {m.co2e_g * 1000:.2f} mg CO2e ({m.carbon['zone']})" if m.carbon else ""
         print(
             f"epoch {epoch}: loss {loss:.4f}, accuracy {accuracy(w, xs, ys):.3f}, "
-            f"{m.duration_s:.2f} s, {m.energy_j:.1f} J [{parts}]"
+            f"{m.duration_s:.2f} s, {m.energy_j:.1f} J{co2e} [{parts}]"
         )
     print(f"training energy: {total:.1f} J over {args.epochs} epochs")
 
