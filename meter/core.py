@@ -25,7 +25,7 @@ from meter.carbon.embodied import Embodied
 from meter.carbon.embodied import resolve as resolve_embodied
 from meter.devices.base import Device, DeviceInfo, Unavailable
 from meter.errors import ConfigError
-from meter.ledger import Clock, Ledger
+from meter.ledger import Carbon, Clock, Ledger
 from meter.measurement import DeviceMeasurement, Measurement
 from meter.sampler import CALIBRATE_TIMEOUT_S, Sampler
 from meter.windows import Group, Window
@@ -237,8 +237,12 @@ class Meter:
             self.sampler.start()
             self.sampler.wait_ready(CALIBRATE_TIMEOUT_S + 0.5)
             self.started_wall = time.time()
-            self.started_at, self._start_energy, self._start_raw = self.boundary(read=True)
-            self._start_carbon = self.ledger.carbon_state()
+            (
+                self.started_at,
+                self._start_energy,
+                self._start_raw,
+                self._start_carbon,
+            ) = self.boundary(read=True)
             self._started = True
         return self
 
@@ -283,16 +287,21 @@ class Meter:
     def synchronize(self) -> None:
         cuda.synchronize()
 
-    def boundary(self, read: bool) -> tuple[float, tuple[float, ...], tuple[float | None, ...]]:
-        """Time, per-device joules and (for not-yet-locked counters) raw values, now."""
+    def boundary(
+        self, read: bool
+    ) -> tuple[float, tuple[float, ...], tuple[float | None, ...], tuple[Carbon, ...]]:
+        """Time, per-device joules, raw values (for not-yet-locked counters) and carbon state,
+        now, in one pass over the devices."""
         t = self.clock()
         energies: list[float] = []
         raws: list[float | None] = []
+        carbon: list[Carbon] = []
         for track in self.ledger.tracks:
-            e, raw = track.boundary(t, read)
+            e, raw, c = track.boundary(t, read)
             energies.append(e)
             raws.append(raw)
-        return t, tuple(energies), tuple(raws)
+            carbon.append(c)
+        return t, tuple(energies), tuple(raws), tuple(carbon)
 
     def retro_start(
         self, t0: float, e0: tuple[float, ...], raw0: tuple[float | None, ...]
@@ -354,6 +363,9 @@ class Meter:
                         energy = track.power_w * duration
                 elif duration < period:
                     approximate = True
+            elif not info.counter and duration < 2 * self.interval_s:
+                # Power readings integrated over fewer than two sample intervals.
+                approximate = True
             avg = energy / duration if duration > 0 else 0.0
             idle_w = self.idle_power_w.get(info.key)
             dynamic: float | None = None
@@ -369,20 +381,22 @@ class Meter:
             embodied_g = None
             if emb is not None:
                 embodied_g = emb.g_per_s * (duration if idle_time_s is None else idle_time_s)
-            devices[info.key] = DeviceMeasurement(
-                energy_j=energy,
-                avg_power_w=avg,
-                peak_power_w=max(peaks[i], avg),
-                method=info.method,
-                model=info.model,
-                approximate=approximate,
-                idle_power_w=idle_w,
-                dynamic_energy_j=dynamic,
-                counted=info.counted,
-                error=track.error,
-                co2e_g=co2e,
-                co2e_market_g=market,
-                embodied_co2e_g=embodied_g,
+            devices[info.key] = DeviceMeasurement.build(
+                {
+                    "energy_j": energy,
+                    "avg_power_w": avg,
+                    "peak_power_w": max(peaks[i], avg),
+                    "method": info.method,
+                    "model": info.model,
+                    "approximate": approximate,
+                    "idle_power_w": idle_w,
+                    "dynamic_energy_j": dynamic,
+                    "counted": info.counted,
+                    "error": track.error,
+                    "co2e_g": co2e,
+                    "co2e_market_g": market,
+                    "embodied_co2e_g": embodied_g,
+                }
             )
             if info.counted:
                 total += energy
@@ -442,12 +456,12 @@ class Meter:
         """A `Measurement` of everything since `start()` (what ``meter run`` reports)."""
         self.start()
         assert self.started_at is not None and self.started_wall is not None
-        t1, e1, _ = self.boundary(read=True)
+        t1, e1, _, c1 = self.boundary(read=True)
         e0 = self.retro_start(self.started_at, self._start_energy, self._start_raw)
         energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
         return self.build_measurement(
             carbon0=self._start_carbon,
-            carbon1=self.ledger.carbon_state(),
+            carbon1=c1,
             name=name,
             t0=self.started_at,
             t1=t1,

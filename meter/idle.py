@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ def identity(info: DeviceInfo) -> str:
     """Stable identity of a device across runs: the GPU UUID, else host and key."""
     if info.uuid:
         return info.uuid
+    import socket
+
     return f"{socket.gethostname()}/{info.key}"
 
 

@@ -25,9 +25,14 @@ from meter.carbon.accounting import CarbonRate
 from meter.devices.base import Device, DeviceInfo
 from meter.stepclock import CONTINUOUS_BELOW_S, POLL_S, StepModel
 
+#: A capture bracket wider than this (a descheduled poll) is not used to refine the lock.
+MAX_BRACKET_S = 0.002
+
 log = logging.getLogger("meter")
 
 Clock = Callable[[], float]
+#: (cumulative joules, location CO2e g, market CO2e g) of one device, as integrated so far.
+Carbon = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class Track:
                 self.co2e_market_g += delta * market
         return self.energy_j
 
-    def carbon_state(self) -> tuple[float, float, float]:
+    def carbon_state(self) -> Carbon:
         """(cumulative joules, location CO2e g, market CO2e g) as integrated so far."""
         with self.lock:
             return self.energy_j, self.co2e_g, self.co2e_market_g
@@ -149,14 +154,15 @@ class Track:
             self.error,
         )
 
-    def boundary(self, t: float, read: bool) -> tuple[float, float | None]:
-        """`energy_now`, plus the raw counter value when the phase lock was not yet known, so
-        the window can redo the interpolation at exit (`retro_energy`)."""
+    def boundary(self, t: float, read: bool) -> tuple[float, float | None, Carbon]:
+        """`energy_now`, the raw counter value when the phase lock was not yet known (so the
+        window can redo the interpolation at exit, `retro_energy`), and the carbon state."""
         energy = self.energy_now(t, read)
+        carbon = (self.energy_j, self.co2e_g, self.co2e_market_g)  # floats: atomic reads
         model = self.model
         if read and self.boundary_reads and model is not None and not model.locked:
-            return energy, self.raw_last
-        return energy, None
+            return energy, self.raw_last, carbon
+        return energy, None, carbon
 
     def retro_energy(self, t: float, raw: float) -> float | None:
         """Interpolated joules at an earlier boundary read made before the lock existed."""
@@ -274,6 +280,10 @@ class Track:
                 return
             self._update(t_prev, e_prev, p_prev)
         v_prev = float(e_prev or 0.0)
+        # A burst that was not polling continuously (the thread was descheduled, or woke up
+        # after the step may already have happened) proves nothing either way: it neither
+        # refines the lock nor counts as a miss.
+        conclusive = t_prev <= predicted - tol
         while not stop.is_set():
             with self.lock:
                 try:
@@ -283,14 +293,19 @@ class Track:
                     return
                 self._update(t, energy, power)
                 v = float(energy or 0.0)
+                if t - t_prev > MAX_BRACKET_S:
+                    conclusive = False
                 if v != v_prev:
-                    model.capture(k, t_prev, t, v)
-                    self.missed_captures = 0
+                    if conclusive:
+                        model.capture(k, t_prev, t, v)
+                        self.missed_captures = 0
+                    else:
+                        model.last_capture_s = t
                     return
             if t > deadline:
                 with self.lock:
                     model.last_capture_s = t
-                    if model.rate_w > 0:
+                    if conclusive and model.rate_w > 0:
                         # The counter did not step where predicted although power flows:
                         # once may be driver jitter, twice in a row means the lock is wrong.
                         self.missed_captures += 1
@@ -334,7 +349,7 @@ class Ledger:
         t = self.clock()
         return t, tuple(track.energy_now(t, read) for track in self.tracks)
 
-    def carbon_state(self) -> tuple[tuple[float, float, float], ...]:
+    def carbon_state(self) -> tuple[Carbon, ...]:
         return tuple(track.carbon_state() for track in self.tracks)
 
     def record(self, t: float, wall: float) -> Sample:

@@ -22,6 +22,8 @@ log = logging.getLogger("meter")
 CALIBRATE_TIMEOUT_S = 0.5
 #: Seconds between precise step captures of one counter (keeps the phase lock fresh).
 CAPTURE_EVERY_S = 5.0
+#: How far past the next tick the sampler may wait for a step to capture.
+CAPTURE_SLACK_S = 0.01
 #: Seconds between attempts to lock a counter that is not locked.
 RECALIBRATE_EVERY_S = 5.0
 
@@ -133,7 +135,9 @@ class Sampler:
                     for i in range(len(tracks)):
                         track = tracks[(rr + i) % len(tracks)]
                         due = track.capture_due(now, CAPTURE_EVERY_S)
-                        if due is not None and due - now < self.interval_s:
+                        # Wait at most about one tick past the next: at high rates the ticks
+                        # can stay in phase with the counter and never fall just before a step.
+                        if due is not None and due - now < self.interval_s + CAPTURE_SLACK_S:
                             track.capture(self._stop)
                             rr = (rr + i + 1) % len(tracks)
                             break

@@ -190,12 +190,12 @@ class Window:
             if self._want_sync(meter):
                 meter.synchronize()
             self._wall0 = time.time()
-            self._c0 = meter.ledger.carbon_state()
             if self.group is not None:
                 self._group = meter.group(self.group)
+                self._c0 = meter.ledger.carbon_state()
                 self._t0, self._s0, self._ts0 = self._group.enter(self.read_devices)
             else:
-                self._t0, self._e0, self._raw0 = meter.boundary(self.read_devices)
+                self._t0, self._e0, self._raw0, self._c0 = meter.boundary(self.read_devices)
         except Exception:
             log.warning(
                 "meter: could not open window %r; the block runs unmetered",
@@ -217,10 +217,11 @@ class Window:
             idle_time: float | None = None
             if self._group is not None:
                 t1, s1, ts1 = self._group.exit(self.read_devices)
+                c1 = meter.ledger.carbon_state()
                 energies = tuple(b - a for a, b in zip(self._s0, s1, strict=True))
                 idle_time = ts1 - self._ts0  # this window's share of the busy time
             else:
-                t1, e1, _ = meter.boundary(self.read_devices)
+                t1, e1, _, c1 = meter.boundary(self.read_devices)
                 e0 = meter.retro_start(self._t0, self._e0, self._raw0)
                 energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
             result = meter.build_measurement(
@@ -233,7 +234,7 @@ class Window:
                 group=self.group,
                 error=exc_type.__name__ if exc_type is not None else None,
                 carbon0=self._c0,
-                carbon1=meter.ledger.carbon_state(),
+                carbon1=c1,
             )
         except Exception:
             log.warning("meter: could not close window %r", self.name, exc_info=True)
