@@ -280,10 +280,11 @@ class Track:
                 return
             self._update(t_prev, e_prev, p_prev)
         v_prev = float(e_prev or 0.0)
-        # A burst that was not polling continuously (the thread was descheduled, or woke up
-        # after the step may already have happened) proves nothing either way: it neither
-        # refines the lock nor counts as a miss.
-        conclusive = t_prev <= predicted - tol
+        # A change seen between two close reads brackets step k whenever the burst started:
+        # a burst that woke too late would see no change before its deadline. But a burst that
+        # woke late, or was descheduled between reads, proves nothing by seeing *no* change,
+        # so only a continuous, timely burst counts a miss.
+        continuous = t_prev <= predicted - tol
         while not stop.is_set():
             with self.lock:
                 try:
@@ -293,19 +294,19 @@ class Track:
                     return
                 self._update(t, energy, power)
                 v = float(energy or 0.0)
-                if t - t_prev > MAX_BRACKET_S:
-                    conclusive = False
+                narrow = t - t_prev <= MAX_BRACKET_S
+                continuous = continuous and narrow
                 if v != v_prev:
-                    if conclusive:
+                    if narrow:
                         model.capture(k, t_prev, t, v)
                         self.missed_captures = 0
                     else:
-                        model.last_capture_s = t
+                        model.last_capture_s = t  # too wide to refine anything; retry later
                     return
             if t > deadline:
                 with self.lock:
                     model.last_capture_s = t
-                    if conclusive and model.rate_w > 0:
+                    if continuous and model.rate_w > 0:
                         # The counter did not step where predicted although power flows:
                         # once may be driver jitter, twice in a row means the lock is wrong.
                         self.missed_captures += 1
