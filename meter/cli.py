@@ -1,4 +1,4 @@
-"""The ``meter`` command: ``devices``, ``run -- CMD``, ``calibrate``."""
+"""The ``meter`` command: ``devices``, ``run -- CMD``, ``serve``, ``zones``, ``calibrate``."""
 
 from __future__ import annotations
 
@@ -226,13 +226,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         compare_zones(0.0, compare)  # unknown zones fail now, before the command runs
     m.start()
     try:
+        exporters = _start_run_exporters(args, m)
+    except BaseException:
+        m.close()
+        raise
+    try:
         child = subprocess.Popen(command)
     except FileNotFoundError:
         _err(f"command not found: {command[0]}")
+        _stop_run_exporters(exporters)
         m.close()
         return 127
     except PermissionError:
         _err(f"permission denied: {command[0]}")
+        _stop_run_exporters(exporters)
         m.close()
         return 126
 
@@ -256,6 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     exit_code = rc if rc >= 0 else 128 + (-rc)
     name = args.name or os.path.basename(command[0])
     result = m.measure_since_start(name, error=None if rc == 0 else f"exit code {exit_code}")
+    _stop_run_exporters(exporters)  # the final push happens here, before the meter stops
     m.close()
     title = " ".join(command)
     print_summary(result, title, exit_code)
@@ -297,6 +305,108 @@ def _print_comparison(m: Measurement, zones: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def _read_basic_auth(path: str | None) -> dict[str, str] | None:
+    if not path:
+        return None
+    from exporters.prometheus import load_basic_auth
+
+    return load_basic_auth(path)
+
+
+def _start_run_exporters(args: argparse.Namespace, m: Meter) -> list[Any]:
+    """The Prometheus server and Pushgateway pusher ``meter run`` was asked for."""
+    started: list[Any] = []
+    try:
+        if args.prometheus_port is not None:
+            from exporters.prometheus import start_http_server
+
+            server = start_http_server(m, args.prometheus_port, args.prometheus_addr)
+            started.append(server)
+            print(f"meter: metrics at {server.url}", file=sys.stderr)
+        if args.push_gateway:
+            from exporters.prometheus import Pusher
+
+            users = _read_basic_auth(args.push_basic_auth_file)
+            auth = next(iter(users.items())) if users else None
+            pusher = Pusher(
+                m,
+                args.push_gateway,
+                job=args.push_job,
+                interval_s=check_interval(args.push_interval, "--push-interval"),
+                basic_auth=auth,
+            )
+            started.append(pusher.start())
+    except BaseException:
+        _stop_run_exporters(started, final_push=False)
+        raise
+    return started
+
+
+def _stop_run_exporters(started: list[Any], final_push: bool = True) -> None:
+    from exporters.prometheus import Pusher
+
+    for exporter in reversed(started):
+        if isinstance(exporter, Pusher):
+            if not exporter.close(final_push=final_push) and final_push:
+                _err(f"the final push to the Pushgateway failed: {exporter.last_error}")
+        else:
+            exporter.close()
+
+
+# -- meter serve -----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """A node exporter: all GPUs, CPU and DRAM, continuously, until SIGTERM or SIGINT."""
+    import threading
+
+    from exporters.prometheus import start_http_server
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        _err("give both --tls-cert and --tls-key to serve HTTPS")
+        return 2
+    users = _read_basic_auth(args.basic_auth_file)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        m = _build_meter(args)
+        try:
+            if not m.devices:
+                _err("no device can be metered here (see `meter devices`); serving meter_info only")
+            m.start()
+            server = start_http_server(
+                m,
+                args.port,
+                args.addr,
+                certfile=args.tls_cert,
+                keyfile=args.tls_key,
+                basic_auth=users,
+            )
+            try:
+                devices = ", ".join(f"{d.key} ({d.method})" for d in m.devices) or "none"
+                auth = ", basic auth" if users else ""
+                print(f"meter: serving {server.url}{auth}; devices: {devices}", file=sys.stderr)
+                while not stop.wait(1.0):
+                    pass
+            finally:
+                server.close()
+        finally:
+            m.close()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if received:
+        name = signal.Signals(received[0]).name
+        print(f"meter: {name} received, stopped", file=sys.stderr)
+    return 0
+
+
 def cmd_zones(args: argparse.Namespace) -> int:
     from meter.carbon.cli_zones import zones_command
 
@@ -331,6 +441,30 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- meter dashboard -------------------------------------------------------------------------
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Print the Grafana dashboard JSON (or write it to --output) for Grafana's Import."""
+    from exporters.grafana import dashboard_json
+
+    text = dashboard_json()
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            _err(f"could not write {args.output}: {exc.strerror or exc}")
+            return 1
+        print(
+            f"meter: wrote {args.output}; import it in Grafana: Dashboards > Import",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -353,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a command and meter it",
         usage=(
             "meter run [--interval S] [--output FILE.jsonl] [--zone Z] [--compare-zones Z1,Z2]"
-            " -- CMD [ARGS...]"
+            " [--prometheus-port P] [--push-gateway URL] -- CMD [ARGS...]"
         ),
     )
     r.add_argument("--interval", type=float, default=None, help="sampling interval, s (0.1)")
@@ -369,8 +503,67 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="Z1,Z2",
         help="also price the run's energy in these zones, e.g. FR,PL,US-TEX-ERCO",
     )
+    r.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="serve Prometheus metrics on this port while the command runs",
+    )
+    r.add_argument(
+        "--prometheus-addr",
+        default="127.0.0.1",
+        metavar="A",
+        help="bind address for --prometheus-port (127.0.0.1)",
+    )
+    r.add_argument(
+        "--push-gateway",
+        default=None,
+        metavar="URL",
+        help="push metrics to this Prometheus Pushgateway periodically and at the end",
+    )
+    r.add_argument("--push-job", default="meter", help="Pushgateway job name (meter)")
+    r.add_argument(
+        "--push-interval", type=float, default=15.0, metavar="S", help="seconds between pushes (15)"
+    )
+    r.add_argument(
+        "--push-basic-auth-file",
+        default=None,
+        metavar="F",
+        help="file with user:password for the Pushgateway",
+    )
     r.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     r.set_defaults(func=cmd_run)
+
+    from exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
+
+    s = sub.add_parser(
+        "serve",
+        help="Prometheus exporter: all devices, continuously, until SIGTERM",
+        description=(
+            "Serve energy, power and CO2e of every GPU, CPU and DRAM at /metrics until SIGTERM "
+            f"or SIGINT. The default port {DEFAULT_PORT} clashes with no common exporter "
+            "(node_exporter 9100, dcgm-exporter 9400, ...)."
+        ),
+    )
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
+    s.add_argument(
+        "--addr", default=DEFAULT_ADDR, help=f"bind address ({DEFAULT_ADDR}; 0.0.0.0 for all)"
+    )
+    s.add_argument("--interval", type=float, default=None, help="sampling interval, s (0.1)")
+    s.add_argument("--gpus", default=None, help="GPU ordinals to meter, e.g. 0,1")
+    s.add_argument("--no-cpu", action="store_true", help="do not meter CPU/DRAM")
+    s.add_argument("--zone", default=None, help="grid zone, e.g. DE, US-CAL-CISO, aws:us-east-1")
+    s.add_argument("--pue", type=float, default=None, help="data-centre PUE (default 1.0)")
+    s.add_argument("--tls-cert", default=None, metavar="F", help="PEM certificate: serve HTTPS")
+    s.add_argument("--tls-key", default=None, metavar="F", help="PEM private key of --tls-cert")
+    s.add_argument(
+        "--basic-auth-file",
+        default=None,
+        metavar="F",
+        help="require basic auth: a file of user:password lines (keep it chmod 600)",
+    )
+    s.set_defaults(func=cmd_serve)
 
     z = sub.add_parser("zones", help="list grid zones with their carbon intensity")
     z.add_argument("query", nargs="?", default=None, help="part of a zone key or name")
@@ -382,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--file", default=None, help="where to save (default ~/.config/meter/idle.json)")
     c.add_argument("--interval", type=float, default=None, help="sampling interval, s")
     c.set_defaults(func=cmd_calibrate)
+
+    g = sub.add_parser("dashboard", help="print the Grafana dashboard JSON (Dashboards > Import)")
+    g.add_argument("--output", "-o", default=None, metavar="FILE", help="write it to FILE")
+    g.set_defaults(func=cmd_dashboard)
     return p
 
 

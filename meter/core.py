@@ -78,6 +78,8 @@ class WindowStats:
     count: int = 0
     seconds: float = 0.0
     energy_j: float = 0.0
+    #: Location-based CO2e of the windows, in grams (0 when carbon accounting is off).
+    co2e_g: float = 0.0
 
 
 class Meter:
@@ -436,6 +438,7 @@ class Meter:
             stats.count += 1
             stats.seconds += m.duration_s
             stats.energy_j += m.energy_j
+            stats.co2e_g += m.co2e_g or 0.0
         for sink in list(self.sinks):
             try:
                 sink(m)
@@ -451,6 +454,20 @@ class Meter:
         """Cumulative joules per device since the meter started (no device read)."""
         _, energies = self.ledger.snapshot(read=False)
         return dict(zip(self.ledger.keys, energies, strict=True))
+
+    @property
+    def start_state(self) -> tuple[Carbon, ...]:
+        """Per device, in ``ledger.tracks`` order, the track's (cumulative joules, location CO2e
+        g, market CO2e g) when the meter started; empty before `start`. Exporters subtract it
+        so their counters count from the start of the meter."""
+        return self._start_carbon
+
+    def embodied_co2e_g(self) -> dict[str, float]:
+        """Embodied (manufacturing) CO2e grams per device amortised since `start` (no device
+        read; empty with ``embodied=False``, zeros before the start)."""
+        t0 = self.started_at
+        elapsed = max(self.clock() - t0, 0.0) if t0 is not None else 0.0
+        return {key: emb.g_per_s * elapsed for key, emb in self.embodied.items()}
 
     def measure_since_start(self, name: str = "run", error: str | None = None) -> Measurement:
         """A `Measurement` of everything since `start()` (what ``meter run`` reports)."""

@@ -1,0 +1,285 @@
+"""`MeterCollector`: a Prometheus custom collector that builds meter's metrics at scrape time.
+
+A scrape never reads a device and never waits on one: it reads the floats the sampler thread
+keeps in the ledger (``track.energy_j``, ``power_w``, ``t_last``, ...) without taking the
+tracks' locks, because the sampler holds a track's lock while it is inside an NVML or RAPL call
+and a hung driver call must not hang ``/metrics``. Each float read is atomic; a scrape that
+lands between two of the sampler's writes sees values at most one sample interval apart, and
+the per-series high-water mark below keeps every counter monotonic anyway.
+
+Metric names are a contract with the Grafana dashboard and with users (see `METRICS`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+if TYPE_CHECKING:
+    from meter.core import Meter
+    from meter.ledger import Track
+
+#: How far a device's last reading is carried forward with its last power, at most. Matches
+#: `meter.ledger.Track.energy_now`: a stalled sampler does not make the counters run on forever.
+MAX_EXTRAPOLATION_S = 2.0
+
+#: Every metric the collector exposes: name -> (type, labels). ``meter_info`` is an info metric
+#: (rendered as the gauge ``meter_info`` with value 1).
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "meter_energy_joules_total": ("counter", ("device", "kind", "model", "uuid", "method")),
+    "meter_power_watts": ("gauge", ("device", "kind", "model", "uuid", "method")),
+    "meter_co2e_grams_total": ("counter", ("device", "accounting")),
+    "meter_grid_carbon_intensity_grams_per_kwh": ("gauge", ("zone", "source")),
+    "meter_pue": ("gauge", ()),
+    "meter_idle_power_watts": ("gauge", ("device",)),
+    "meter_device_up": ("gauge", ("device",)),
+    "meter_device_read_errors_total": ("counter", ("device",)),
+    "meter_start_time_seconds": ("gauge", ()),
+    "meter_window_energy_joules_total": ("counter", ("window",)),
+    "meter_window_co2e_grams_total": ("counter", ("window",)),
+    "meter_window_seconds_total": ("counter", ("window",)),
+    "meter_windows_total": ("counter", ("window",)),
+    "meter_info": ("info", ("version", "zone")),
+}
+
+_DEVICE_LABELS = ["device", "kind", "model", "uuid", "method"]
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+class MeterCollector:
+    """Expose a `Meter` to Prometheus, built at scrape time from the sampler's latest values.
+
+    >>> from prometheus_client import CollectorRegistry, generate_latest
+    >>> registry = CollectorRegistry()
+    >>> registry.register(MeterCollector(meter))      # doctest: +SKIP
+    >>> print(generate_latest(registry).decode())     # doctest: +SKIP
+
+    Device counters count from the meter's `start` (so they begin near 0 and stay monotonic
+    for the life of the meter); before the meter is started only ``meter_info`` and the static
+    gauges are exposed. ``include_windows=False`` leaves out the per-window series (one set per
+    window name).
+    """
+
+    def __init__(self, meter: Meter, *, include_windows: bool = True) -> None:
+        self.meter = meter
+        self.include_windows = include_windows
+        self._lock = threading.Lock()  # guards _high only; never held around a device
+        self._high: dict[tuple[str, str], float] = {}
+
+    def describe(self) -> list[Metric]:
+        """Nothing: registering the collector must not run a collection (the metric set is
+        dynamic: devices, windows, zones)."""
+        return []
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _monotonic(self, metric: str, key: str, value: float) -> float:
+        """``value``, never below what this collector exposed before for the same series."""
+        series = (metric, key)
+        value = max(_finite(value), 0.0)
+        with self._lock:
+            high = self._high.get(series, 0.0)
+            if value < high:
+                return high
+            self._high[series] = value
+            return value
+
+    def _latest(self, track: Track, now: float) -> tuple[float, float, float, float]:
+        """(joules, location g, market g, watts) of one track now, without its lock: the
+        sampler's latest values carried forward to ``now`` with the latest power, like
+        `meter.ledger.Track.energy_now` (without its device read)."""
+        energy, co2e, market = 0.0, 0.0, 0.0
+        power = 0.0
+        t_last: float | None = None
+        for _ in range(3):  # retry if the sampler moved on while we read (rare, bounded)
+            t_last = track.t_last
+            energy, co2e, market = track.energy_j, track.co2e_g, track.co2e_market_g
+            power = track.power_w
+            if track.t_last == t_last:
+                break
+        if track.error is not None or t_last is None:
+            return energy, co2e, market, power
+        extra = power * min(max(now - t_last, 0.0), MAX_EXTRAPOLATION_S)
+        rate = track.rate
+        if extra > 0 and rate is not None:
+            loc, mkt = rate.rates
+            co2e += extra * loc
+            if mkt is not None:
+                market += extra * mkt
+        return energy + extra, co2e, market, power
+
+    # -- collect -----------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """Build every family from the meter's state (no device read, no NVML call)."""
+        from meter import __version__
+
+        meter = self.meter
+        accountant = meter.accountant
+        tracks = list(meter.ledger.tracks)
+        started = meter.started_at is not None
+        base = meter.start_state if started else ()
+        now = meter.clock()
+
+        info = InfoMetricFamily("meter", "meter build and configuration", labels=[])
+        info.add_metric(
+            [], {"version": __version__, "zone": accountant.zone.key if accountant else ""}
+        )
+        yield info
+
+        energy = CounterMetricFamily(
+            "meter_energy_joules",
+            "Energy used by the device since the meter started, in joules",
+            labels=_DEVICE_LABELS,
+        )
+        power = GaugeMetricFamily(
+            "meter_power_watts",
+            "Latest power of the device, in watts (absent while the device is failed)",
+            labels=_DEVICE_LABELS,
+        )
+        co2e = CounterMetricFamily(
+            "meter_co2e_grams",
+            "CO2e of the device since the meter started, in grams: location-based (grid "
+            "intensity x PUE), market-based, and embodied (manufacturing, amortised)",
+            labels=["device", "accounting"],
+        )
+        up = GaugeMetricFamily(
+            "meter_device_up",
+            "1 while the device is read successfully, 0 once it failed (its counters freeze)",
+            labels=["device"],
+        )
+        errors = CounterMetricFamily(
+            "meter_device_read_errors",
+            "Failed reads of the device",
+            labels=["device"],
+        )
+        market_on = accountant is not None and accountant.market is not None
+        embodied = meter.embodied_co2e_g() if started else {}
+        for i, track in enumerate(tracks):
+            info_ = track.info
+            key = info_.key
+            labels = [key, info_.kind, info_.model, info_.uuid or "", info_.method]
+            up.add_metric([key], 0.0 if track.error is not None else 1.0)
+            errors.add_metric([key], float(track.read_errors))
+            if not started or i >= len(base):
+                continue
+            e, g_loc, g_mkt, watts = self._latest(track, now)
+            e0, g0, m0 = base[i]
+            energy.add_metric(labels, self._monotonic("energy", key, e - e0))
+            if track.error is None:
+                power.add_metric(labels, max(_finite(watts), 0.0))
+            if accountant is not None:
+                co2e.add_metric([key, "location"], self._monotonic("location", key, g_loc - g0))
+                if market_on:
+                    co2e.add_metric([key, "market"], self._monotonic("market", key, g_mkt - m0))
+            if key in embodied:
+                co2e.add_metric([key, "embodied"], self._monotonic("embodied", key, embodied[key]))
+        yield energy
+        yield power
+        yield co2e
+        yield up
+        yield errors
+
+        if accountant is not None:
+            current = accountant.current
+            if current is not None:
+                intensity = GaugeMetricFamily(
+                    "meter_grid_carbon_intensity_grams_per_kwh",
+                    "Grid carbon intensity in force, in gCO2e/kWh (before PUE)",
+                    labels=["zone", "source"],
+                )
+                intensity.add_metric([accountant.zone.key, current.source], current.g_per_kwh)
+                yield intensity
+            yield GaugeMetricFamily(
+                "meter_pue", "Power usage effectiveness applied to CO2e", value=accountant.pue
+            )
+
+        if meter.idle_power_w:
+            idle = GaugeMetricFamily(
+                "meter_idle_power_watts",
+                "Idle power of the device (configured or from `meter calibrate`), in watts",
+                labels=["device"],
+            )
+            for key, watts in sorted(meter.idle_power_w.items()):
+                idle.add_metric([key], watts)
+            yield idle
+
+        if meter.started_wall is not None:
+            yield GaugeMetricFamily(
+                "meter_start_time_seconds",
+                "When the meter started, in seconds since the Unix epoch",
+                value=meter.started_wall,
+            )
+
+        if self.include_windows:
+            yield from self._windows()
+
+    def _windows(self) -> Iterable[Metric]:
+        stats = sorted(list(self.meter.window_stats.items()))  # a copy: record() may insert
+        families = (
+            CounterMetricFamily(
+                "meter_window_energy_joules",
+                "Energy of the finished windows of this name, in joules",
+                labels=["window"],
+            ),
+            CounterMetricFamily(
+                "meter_window_co2e_grams",
+                "Location-based CO2e of the finished windows of this name, in grams",
+                labels=["window"],
+            ),
+            CounterMetricFamily(
+                "meter_window_seconds",
+                "Duration of the finished windows of this name, in seconds",
+                labels=["window"],
+            ),
+            CounterMetricFamily(
+                "meter_windows", "Finished windows of this name", labels=["window"]
+            ),
+        )
+        energy, co2e, seconds, count = families
+        for name, s in stats:
+            energy.add_metric([name], max(_finite(s.energy_j), 0.0))
+            co2e.add_metric([name], max(_finite(s.co2e_g), 0.0))
+            seconds.add_metric([name], max(_finite(s.seconds), 0.0))
+            count.add_metric([name], float(s.count))
+        return families
+
+
+def register(
+    meter: Meter,
+    registry: CollectorRegistry | None = REGISTRY,
+    *,
+    include_windows: bool = True,
+) -> MeterCollector:
+    """A `MeterCollector` for ``meter``, registered in ``registry`` (the default registry;
+    ``None`` to skip registration). Starts the meter, so the counters begin now.
+
+    >>> import meter
+    >>> from exporters.prometheus import register
+    >>> register(meter.get_meter())                  # doctest: +SKIP
+    """
+    collector = MeterCollector(meter, include_windows=include_windows)
+    meter.start()
+    if registry is not None:
+        registry.register(collector)
+    return collector
+
+
+def make_registry(meter: Meter, *, include_windows: bool = True) -> CollectorRegistry:
+    """A fresh registry holding only ``meter``'s collector (starts the meter)."""
+    registry = CollectorRegistry(auto_describe=False)
+    register(meter, registry, include_windows=include_windows)
+    return registry
