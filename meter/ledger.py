@@ -86,14 +86,20 @@ class Track:
     def observe(self) -> float:
         """Read the device now and return its estimated cumulative joules. Never raises."""
         with self.lock:
-            if self.error is not None:
-                return self.energy_j
-            try:
-                t, energy, power = self._read_raw()
-            except Exception as exc:
-                self._fail(exc)
-                return self.energy_j
-            return self._update(t, energy, power)
+            if self.error is None:
+                self._poll()
+            return self.energy_j
+
+    def _poll(self) -> tuple[float, float] | None:
+        """Read and account one observation; (read time, raw counter value), or None when the
+        device failed (it is then marked). Caller holds the lock."""
+        try:
+            t, energy, power = self._read_raw()
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        self._update(t, energy, power)
+        return t, float(energy or 0.0)
 
     def _update(self, t: float, energy: float | None, power: float | None) -> float:
         before = self.energy_j
@@ -181,13 +187,11 @@ class Track:
         if read and self.boundary_reads and self.error is None:
             with self.lock:
                 if self.error is None:
-                    try:
-                        t_read, energy, power = self._read_raw()
-                    except Exception as exc:
-                        self._fail(exc)
+                    polled = self._poll()
+                    if polled is None:
                         return self.energy_j
-                    value = self._update(t_read, energy, power)
-                    return value - self.power_w * min(max(t_read - t, 0.0), 1.0)
+                    t_read = polled[0]
+                    return self.energy_j - self.power_w * min(max(t_read - t, 0.0), 1.0)
         with self.lock:
             value = self.energy_j
             if self.error is None and self.t_last is not None:
@@ -209,13 +213,10 @@ class Track:
         """One fast poll of a calibration; True once enough was seen (or the device failed)."""
         cal = self._cal
         with self.lock:
-            try:
-                t, energy, power = self._read_raw()
-            except Exception as exc:
-                self._fail(exc)
-                return True
-            self._update(t, energy, power)
-        v = float(energy or 0.0)
+            polled = self._poll()
+        if polled is None:
+            return True
+        t, v = polled
         last = cal["last"]
         if last and v != last[1]:
             mid = (last[0] + t) / 2
@@ -273,13 +274,10 @@ class Track:
             stop.wait(start - now)
         deadline = predicted + tol + 2 * POLL_S
         with self.lock:
-            try:
-                t_prev, e_prev, p_prev = self._read_raw()
-            except Exception as exc:
-                self._fail(exc)
-                return
-            self._update(t_prev, e_prev, p_prev)
-        v_prev = float(e_prev or 0.0)
+            polled = self._poll()
+        if polled is None:
+            return
+        t_prev, v_prev = polled
         # A change seen between two close reads brackets step k whenever the burst started:
         # a burst that woke too late would see no change before its deadline. But a burst that
         # woke late, or was descheduled between reads, proves nothing by seeing *no* change,
@@ -287,13 +285,10 @@ class Track:
         continuous = t_prev <= predicted - tol
         while not stop.is_set():
             with self.lock:
-                try:
-                    t, energy, power = self._read_raw()
-                except Exception as exc:
-                    self._fail(exc)
+                polled = self._poll()
+                if polled is None:
                     return
-                self._update(t, energy, power)
-                v = float(energy or 0.0)
+                t, v = polled
                 narrow = t - t_prev <= MAX_BRACKET_S
                 continuous = continuous and narrow
                 if v != v_prev:
