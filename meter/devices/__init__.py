@@ -6,12 +6,19 @@ unusable (with the reason and the fix), and warnings. Nothing present is not an 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meter.devices.base import METHODS, Device, DeviceInfo, Kind, Method, Reading, Unavailable
+
+if TYPE_CHECKING:
+    from meter.ranks import Ranks
+
+log = logging.getLogger("meter")
 
 __all__ = [
     "METHODS",
@@ -31,6 +38,8 @@ class Discovery:
     devices: list[Device] = field(default_factory=list)
     unavailable: list[Unavailable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Facts worth a log line, such as which devices this rank of a distributed job chose.
+    notes: list[str] = field(default_factory=list)
 
 
 def discover(
@@ -43,6 +52,7 @@ def discover(
     rapl_psys: bool = False,
     rapl_reader: Callable[[str], str] | None = None,
     nvml: Any = None,
+    ranks: Ranks | None = None,
 ) -> Discovery:
     """Open every device this process should meter.
 
@@ -50,11 +60,24 @@ def discover(
     subset by ordinal (``gpus``). CPU: RAPL package and DRAM zones; if no CPU zone is readable
     and ``cpu_estimate`` is true, a psutil estimate labelled ``estimated`` (with a warning
     saying why and how to get measured figures).
+
+    On one rank of a distributed job (``ranks``, by default read from ``LOCAL_RANK`` and
+    ``WORLD_SIZE`` by `meter.ranks.from_env`), the rank meters only its own GPU unless ``gpus``
+    is given, and only local rank 0 meters the CPU and DRAM (`meter.ranks.select` has the
+    rules). The GPU's notes, `Discovery.notes` and an INFO log line say what the rank chose.
     """
+    from meter import ranks as rank_rules
     from meter.devices import nvml as nvml_devices
 
     found = Discovery()
-    gpu_devices, gpu_unavailable, gpu_warnings = nvml_devices.open_gpus(nvml=nvml, select=gpus)
+    if ranks is None:
+        ranks = rank_rules.from_env()
+    if ranks is not None and ranks.distributed:
+        gpu_devices, gpu_unavailable, gpu_warnings, cpu = _open_rank_gpus(
+            found, ranks, nvml=nvml, gpus=gpus, cpu=cpu
+        )
+    else:
+        gpu_devices, gpu_unavailable, gpu_warnings = nvml_devices.open_gpus(nvml=nvml, select=gpus)
     found.devices.extend(gpu_devices)
     found.unavailable.extend(gpu_unavailable)
     found.warnings.extend(gpu_warnings)
@@ -75,3 +98,38 @@ def discover(
                 f"measured: {why}. Run `meter devices` for the fix."
             )
     return found
+
+
+def _open_rank_gpus(
+    found: Discovery, ranks: Ranks, *, nvml: Any, gpus: Sequence[int] | None, cpu: bool
+) -> tuple[Sequence[Device], list[Unavailable], list[str], bool]:
+    """Open one rank's GPUs (`meter.ranks.select`); also says whether it meters the host."""
+    from meter import ranks as rank_rules
+    from meter.devices import nvml as nvml_devices
+
+    if gpus is None:
+        # Probe every visible GPU once to count them, then open only this rank's.
+        every, missing, _ = nvml_devices.open_gpus(nvml=nvml)
+        for device in every:
+            device.close()
+        visible = {d.info.key for d in every} | {u.key for u in missing if ":" in u.key}
+        choice = rank_rules.select(
+            ranks, visible_gpus=len(visible), cpu=cpu, cuda_device=rank_rules.torch_cuda_device()
+        )
+    else:
+        missing = []
+        choice = rank_rules.select(ranks, visible_gpus=0, cpu=cpu, gpus=list(gpus))
+    found.notes.extend(choice.notes)
+    found.warnings.extend(choice.warnings)
+    for note in choice.notes:
+        log.info("meter: %s", note)
+    if choice.gpus is None:  # no GPU is visible: report why, as for a single process
+        return [], missing, [], choice.cpu
+    if not choice.gpus:
+        return [], [], [], choice.cpu
+    devices, unavailable, warnings = nvml_devices.open_gpus(nvml=nvml, select=choice.gpus)
+    if choice.gpu_note is not None:
+        for device in devices:
+            notes = (*device.info.notes, choice.gpu_note)
+            device.info = dataclasses.replace(device.info, notes=notes)
+    return devices, unavailable, warnings, choice.cpu
