@@ -72,6 +72,18 @@ class Track:
         self.boundary_reads = self.info.counter and self.info.method in ("counter", "simulated")
         # Only hardware counters step; an estimate integrates continuously.
         self.model: StepModel | None = StepModel() if self.boundary_reads else None
+        #: What readers that must not wait on a device see: (t_last, joules, watts, location g,
+        #: market g, failed), replaced as one tuple (an atomic store) after each update, so a
+        #: lock-free read is never torn. The sampler holds ``lock`` during a device call, which
+        #: a hung driver can stretch without bound; the request path reads this instead.
+        self.published: tuple[float | None, float, float, float, float, bool] = (
+            None,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            False,
+        )
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -112,12 +124,24 @@ class Track:
             self.co2e_g += delta * loc
             if market is not None:
                 self.co2e_market_g += delta * market
+        self._publish()
         return self.energy_j
 
+    def _publish(self) -> None:
+        self.published = (
+            self.t_last,
+            self.energy_j,
+            self.power_w,
+            self.co2e_g,
+            self.co2e_market_g,
+            self.error is not None,
+        )
+
     def carbon_state(self) -> Carbon:
-        """(cumulative joules, location CO2e g, market CO2e g) as integrated so far."""
-        with self.lock:
-            return self.energy_j, self.co2e_g, self.co2e_market_g
+        """(cumulative joules, location CO2e g, market CO2e g) as integrated so far. Lock-free
+        (`published`): never waits on a device call in progress."""
+        _, energy, _, co2e, market, _ = self.published
+        return energy, co2e, market
 
     def _integrate(self, t: float, energy: float | None, power: float | None) -> None:
         prev_t = self.t_last
@@ -153,6 +177,7 @@ class Track:
         self.read_errors += 1
         self.error = f"{type(exc).__name__}: {exc}"
         self.failed_at = self.clock()
+        self._publish()
         log.warning(
             "meter: %s stopped being readable and is skipped from now on (%s); "
             "its energy so far is kept.",
@@ -192,11 +217,12 @@ class Track:
                         return self.energy_j
                     t_read = polled[0]
                     return self.energy_j - self.power_w * min(max(t_read - t, 0.0), 1.0)
-        with self.lock:
-            value = self.energy_j
-            if self.error is None and self.t_last is not None:
-                value += self.power_w * min(max(t - self.t_last, -1.0), 2.0)
-            return value
+        # Lock-free: a window with read_devices=False (the ASGI middleware) must not wait for
+        # the sampler's device call in progress.
+        t_last, value, power, _, _, failed = self.published
+        if not failed and t_last is not None:
+            value += power * min(max(t - t_last, -1.0), 2.0)
+        return value
 
     # -- phase lock (called by the sampler thread only) --------------------------------------
 

@@ -460,3 +460,30 @@ def test_a_power_drop_overshoots_by_at_most_one_and_a_half_periods_then_is_absor
     # ... and once the counter has caught up the total is right again.
     late = [abs(e) for since, e in excess if since > 1.6]
     assert late and max(late) < 3.0, late
+
+
+def test_windows_without_device_reads_never_wait_for_a_device_call(meter_factory, gpu300):
+    """The sampler holds a track's lock during its NVML call, which a hung driver can stretch
+    without bound; windows with ``read_devices=False`` (the ASGI middleware's request path)
+    read the published state instead and finish while the lock is held."""
+    m = meter_factory(gpu300)
+    m.wait_ready()
+    group = m.group("requests")
+    track = m.ledger.tracks[0]
+    done = threading.Event()
+    results = []
+
+    def request() -> None:
+        with m.measure("request", group=group, read_devices=False) as w:
+            time.sleep(0.02)
+        results.append(w.result)
+        done.set()
+
+    with track.lock:  # a device call in progress that does not return
+        worker = threading.Thread(target=request, daemon=True)
+        worker.start()
+        finished = done.wait(5.0)
+    worker.join(5.0)
+    assert finished, "a read_devices=False window waited for the device lock"
+    (r,) = results
+    assert r.devices["gpu:0"].energy_j > 0
