@@ -278,8 +278,31 @@ def register(
     return collector
 
 
-def make_registry(meter: Meter, *, include_windows: bool = True) -> CollectorRegistry:
-    """A fresh registry holding only ``meter``'s collector (starts the meter)."""
+class _Forward:
+    """Collect another registry's metrics (e.g. the request metrics the ASGI middleware keeps
+    in prometheus_client's default registry) into a registry of meter's."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
+
+
+def make_registry(
+    meter: Meter,
+    *,
+    include_windows: bool = True,
+    also: CollectorRegistry | None = None,
+) -> CollectorRegistry:
+    """A fresh registry holding ``meter``'s collector (starts the meter), plus everything in
+    ``also`` when given (e.g. ``prometheus_client.REGISTRY``, where
+    `integrations.asgi.EnergyMiddleware` registers its request metrics by default)."""
     registry = CollectorRegistry(auto_describe=False)
     register(meter, registry, include_windows=include_windows)
+    if also is not None:
+        registry.register(_Forward(also))
     return registry

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_asgi_app, make_wsgi_app
+from prometheus_client.registry import CollectorRegistry
 
 from exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
 from exporters.prometheus.collector import make_registry
@@ -249,12 +250,15 @@ def start_http_server(
     keyfile: str | os.PathLike[str] | None = None,
     basic_auth: tuple[str, str] | Credentials | None = None,
     include_windows: bool = True,
+    also: CollectorRegistry | None = None,
 ) -> MetricsServer:
     """Serve ``meter``'s metrics at ``http://addr:port/metrics`` from a daemon thread.
 
     ``certfile``/``keyfile``: PEM files to serve HTTPS. ``basic_auth``: ``(user, password)``
     or a mapping of users to passwords (see `load_basic_auth`). ``port=0`` picks a free port
-    (read it from ``.port``). Starts the meter. Returns a `MetricsServer`; ``close()`` stops it.
+    (read it from ``.port``). ``also``: another registry served too, e.g.
+    ``prometheus_client.REGISTRY`` with the ASGI middleware's request metrics. Starts the meter.
+    Returns a `MetricsServer`; ``close()`` stops it.
 
     >>> server = start_http_server(meter.get_meter(), port=10144)   # doctest: +SKIP
     >>> server.url                                                   # doctest: +SKIP
@@ -264,7 +268,7 @@ def start_http_server(
         raise ConfigError("a TLS key was given without its certificate (certfile)", setting="tls")
     context = _ssl_context(certfile, keyfile) if certfile is not None else None
     users = _credentials(basic_auth)
-    app: WSGIApp = make_wsgi_app(make_registry(meter, include_windows=include_windows))
+    app: WSGIApp = make_wsgi_app(make_registry(meter, include_windows=include_windows, also=also))
     if users is not None:
         app = basic_auth_wsgi(app, users)
         if context is None and not _is_loopback(addr):
@@ -301,14 +305,20 @@ def start_http_server(
 # -- ASGI ---------------------------------------------------------------------------------------
 
 
-def metrics_asgi_app(meter: Meter, *, include_windows: bool = True) -> Callable[..., Any]:
+def metrics_asgi_app(
+    meter: Meter, *, include_windows: bool = True, also: CollectorRegistry | None = None
+) -> Callable[..., Any]:
     """An ASGI app serving ``meter``'s metrics, to mount inside an inference server.
 
     >>> from fastapi import FastAPI                                 # doctest: +SKIP
     >>> app = FastAPI()                                            # doctest: +SKIP
     >>> app.mount("/metrics", metrics_asgi_app(meter.get_meter()))  # doctest: +SKIP
 
+    ``also``: another registry whose metrics are served too, e.g. ``prometheus_client.REGISTRY``
+    where `integrations.asgi.EnergyMiddleware` keeps the request metrics by default.
+
     The scrape is rendered on the event loop, which is fine: it reads floats, never a device.
     """
-    app: Callable[..., Any] = make_asgi_app(make_registry(meter, include_windows=include_windows))
+    registry = make_registry(meter, include_windows=include_windows, also=also)
+    app: Callable[..., Any] = make_asgi_app(registry)
     return app

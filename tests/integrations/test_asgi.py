@@ -928,3 +928,29 @@ def test_a_registry_holds_one_set_of_request_metrics(meter_factory: Callable[...
     assert caught.value.setting == "registry"
     with pytest.raises(ConfigError, match="app must be an ASGI"):
         EnergyMiddleware(None, meter=m)  # type: ignore[arg-type]
+
+
+def test_meters_scrape_server_serves_the_request_metrics_with_also(
+    meter_factory: Callable[..., Meter],
+) -> None:
+    """``start_http_server(meter, also=registry)``: one scrape shows the device metrics and the
+    middleware's request metrics kept in ``registry``."""
+    from exporters.prometheus import start_http_server
+
+    m = meter_factory(300.0)
+    registry = CollectorRegistry()
+    app = openai_app()
+    seen = metered(app, m, registry)
+    with serve(app) as url, start_http_server(m, port=0, also=registry) as server:
+        reply = httpx.post(f"{url}/v1/chat/completions", json={"delay_s": 0.01}, timeout=GUARD_S)
+        assert reply.status_code == 200
+        deadline = time.monotonic() + GUARD_S
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        samples = scrape(server.url.removesuffix("/metrics"))
+    route = {"route": "/v1/chat/completions", "method": "POST", "status": "2xx"}
+    assert sample(samples, "meter_requests_total", **route) == 1.0
+    assert sample(samples, "meter_output_tokens_total", **route) == seen[0].output_tokens > 0
+    energy = sample(samples, "meter_request_energy_joules_sum", **route)
+    assert energy == pytest.approx(seen[0].energy_j)
+    assert any(name == "meter_energy_joules_total" for name, _ in samples)
