@@ -81,6 +81,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 for u in found.unavailable
             ],
             "warnings": found.warnings,
+            "notes": found.notes,
         }
         print(json.dumps(out, indent=2))
     else:
@@ -101,6 +102,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 print(f"  {u.key}: {u.reason}")
                 if u.fix:
                     print(f"    fix: {u.fix}")
+        shown = {note for d in found.devices for note in d.info.notes}
+        for note in found.notes:
+            if note not in shown:
+                print(f"\nnote: {note}")
         for w in found.warnings:
             print(f"\nwarning: {w}")
     for d in found.devices:

@@ -166,6 +166,17 @@ def test_devices_lists_simulated_gpus_and_cpu_status():
         assert any("ESTIMATED" in w for w in data["warnings"])
 
 
+def test_devices_under_torchrun_show_what_the_rank_meters():
+    ranked = {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2"}
+    proc = run_meter("devices", "--json", METER_SIMULATE_GPUS="300,150", **ranked)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [d["key"] for d in data["devices"]] == ["gpu:1"]
+    assert any("local rank 0" in note for note in data["notes"]), data["notes"]
+    text = run_meter("devices", METER_SIMULATE_GPUS="300,150", **ranked).stdout
+    assert "note: rank 1" in text and "metered by local rank 0" in text, text
+
+
 def test_devices_without_nvml_says_why():
     proc = run_meter("devices")
     assert proc.returncode == 0, proc.stderr
