@@ -30,9 +30,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import NO_IDLE_FILE, summarize
+
+if TYPE_CHECKING:
+    from meter.testing import RecordingNVML
 
 BUDGET_US = 50.0
 BATCH = 1000
@@ -129,29 +132,10 @@ def fastapi_app() -> Any:
 # -- in-process latency -------------------------------------------------------------------------
 
 
-class RecordingNVML:
-    """A pynvml-like module that counts NVML calls per calling thread."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.threads: collections.Counter[str] = collections.Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._inner, name)
-        if not name.startswith("nvml"):
-            return value
-
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            self.threads[threading.current_thread().name] += 1
-            return value(*args, **kwargs)
-
-        return recorded
-
-
 @contextmanager
 def recorded_meter(n_gpus: int) -> Iterator[tuple[Any, RecordingNVML]]:
     from meter import Meter
-    from meter.testing import FakeNVML, SimulatedGPU
+    from meter.testing import FakeNVML, RecordingNVML, SimulatedGPU
 
     nvml = RecordingNVML(FakeNVML([SimulatedGPU(300.0) for _ in range(n_gpus)]))
     m = Meter(nvml=nvml, cpu=False, interval_s=0.1, idle_file=NO_IDLE_FILE)

@@ -11,7 +11,13 @@ from meter.testing.carbon_servers import (
     FakeUKCarbonIntensity,
     FakeWattTime,
 )
-from meter.testing.nvml import FakeNVML, SimulatedGPU, parse_simulate_env, simulated_gpus
+from meter.testing.nvml import (
+    FakeNVML,
+    RecordingNVML,
+    SimulatedGPU,
+    parse_simulate_env,
+    simulated_gpus,
+)
 from meter.testing.rapl import FakeRapl
 
 __all__ = [
@@ -20,6 +26,7 @@ __all__ = [
     "FakeRapl",
     "FakeUKCarbonIntensity",
     "FakeWattTime",
+    "RecordingNVML",
     "SimulatedGPU",
     "parse_simulate_env",
     "simulated_gpus",

@@ -675,3 +675,29 @@ def parse_simulate_env(value: str) -> list[SimulatedGPU]:
             )
         )
     return gpus
+
+
+class RecordingNVML:
+    """A pynvml-like wrapper that counts NVML calls per calling thread's name, to show that a
+    code path (a request, a scrape) makes none: ``Meter(nvml=RecordingNVML(FakeNVML(...)))``.
+
+    >>> nvml = RecordingNVML(FakeNVML([SimulatedGPU(300.0)]))
+    >>> nvml.nvmlInit()
+    >>> dict(nvml.threads)
+    {'MainThread': 1}
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.threads: collections.Counter[str] = collections.Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not name.startswith("nvml"):
+            return value
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.threads[threading.current_thread().name] += 1
+            return value(*args, **kwargs)
+
+        return recorded

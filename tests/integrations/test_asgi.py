@@ -46,7 +46,7 @@ from integrations.asgi import (
     RequestMetrics,
 )
 from meter import ConfigError, Meter
-from meter.testing import FakeNVML, SimulatedGPU
+from meter.testing import FakeNVML, RecordingNVML, SimulatedGPU
 from tests.exporters.promservers import need_binary, run_prometheus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -783,25 +783,6 @@ def test_non_http_scopes_pass_straight_through(meter_factory: Callable[..., Mete
     assert sent == [{"type": "lifespan.startup.complete"}]
     assert got[-1][2] is send
     assert m.started_at is not None  # started at the lifespan startup, in a thread
-
-
-class RecordingNVML:
-    """A pynvml-like module that records which thread makes each NVML call."""
-
-    def __init__(self, inner: FakeNVML) -> None:
-        self._inner = inner
-        self.threads: collections.Counter[str] = collections.Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._inner, name)
-        if not name.startswith("nvml"):
-            return value
-
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            self.threads[threading.current_thread().name] += 1
-            return value(*args, **kwargs)
-
-        return recorded
 
 
 def test_no_nvml_call_on_the_request_path() -> None:
