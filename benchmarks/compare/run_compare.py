@@ -664,6 +664,22 @@ def _num(value: Any) -> str:
     return "?" if value is None else f"{value:.3g}"
 
 
+def _per_round(
+    rounds: list[dict[str, Any]], columns: dict[str, str], cell: Callable[[Any], str]
+) -> list[str]:
+    """One row per round: ``cell(row[key])`` under each column title, or "error"."""
+    return table(
+        ["round", *columns],
+        [
+            [
+                str(i + 1),
+                *("error" if "error" in row[k] else cell(row[k]) for k in columns.values()),
+            ]
+            for i, row in enumerate(rounds)
+        ],
+    )
+
+
 def _raw(results: dict[str, Any]) -> list[str]:
     lines = ["<details><summary>Raw figures, every round</summary>", ""]
     imp = results["import"]["rounds"]
@@ -675,50 +691,19 @@ def _raw(results: dict[str, Any]) -> list[str]:
             for i, row in enumerate(imp)
         ],
     )
-    ses = results["session"]["rounds"]
     lines += ["", "µs per empty tracked block (median of the batches in that process):", ""]
-    lines += table(
-        ["round", *(LABELS[t] for t in TOOLS)],
-        [
-            [
-                str(i + 1),
-                *(
-                    "error" if "error" in row[t] else f"{row[t]['block_s_median'] * 1e6:.2f}"
-                    for t in TOOLS
-                ),
-            ]
-            for i, row in enumerate(ses)
-        ],
+    lines += _per_round(
+        results["session"]["rounds"],
+        {LABELS[t]: t for t in TOOLS},
+        lambda r: f"{r['block_s_median'] * 1e6:.2f}",
     )
-    idle = results["idle"]["rounds"]
     lines += ["", "Idle process CPU % per round:", ""]
-    lines += table(
-        ["round", *IDLE_CONFIGS],
-        [
-            [
-                str(i + 1),
-                *(
-                    "error" if "error" in row[k] else f"{row[k]['cpu_pct']:.3f}"
-                    for k in IDLE_CONFIGS
-                ),
-            ]
-            for i, row in enumerate(idle)
-        ],
+    lines += _per_round(
+        results["idle"]["rounds"], {k: k for k in IDLE_CONFIGS}, lambda r: f"{r['cpu_pct']:.3f}"
     )
-    train = results["train"]["rounds"]
     lines += ["", "Training loop seconds per round (run order rotated each round):", ""]
-    lines += table(
-        ["round", *TRAIN_CONFIGS],
-        [
-            [
-                str(i + 1),
-                *(
-                    "error" if "error" in row[k] else f"{row[k]['loop_s']:.3f}"
-                    for k in TRAIN_CONFIGS
-                ),
-            ]
-            for i, row in enumerate(train)
-        ],
+    lines += _per_round(
+        results["train"]["rounds"], {k: k for k in TRAIN_CONFIGS}, lambda r: f"{r['loop_s']:.3f}"
     )
     return [*lines, "", "</details>"]
 
