@@ -344,7 +344,7 @@ def _latency_section(r: dict[str, Any]) -> list[str]:
             [
                 str(c["gpus"]),
                 "yes" if c["read_devices"] else "no",
-                str(c["nvml_reads_per_window"]),
+                f"{c['nvml_reads_per_window']:.2f}",
                 *(_f(s[k]) for k in ("median", "p10", "p90", "min", "max")),
                 str(s["n"]),
                 _verdict(c["pass"]),
@@ -354,7 +354,7 @@ def _latency_section(r: dict[str, Any]) -> list[str]:
         [
             "GPUs",
             "boundary reads",
-            "NVML counter calls per window",
+            "NVML counter calls per window (mean)",
             "median µs",
             "p10",
             "p90",
@@ -388,7 +388,8 @@ def _latency_section(r: dict[str, Any]) -> list[str]:
             rest = c["us"]["median"] - fake_part
             bullets += [
                 f"- {c['gpus']} GPU{'s' if c['gpus'] > 1 else ''} with boundary reads: "
-                f"{calls} fake NVML calls × {fake['median']:.2f} µs = {fake_part:.1f} µs of the "
+                f"{calls:.2f} fake NVML calls × {fake['median']:.2f} µs = {fake_part:.1f} µs "
+                f"of the "
                 f"{c['us']['median']:.1f} µs are the fake NVML itself; the remaining "
                 f"{rest:.1f} µs are meter's own code "
                 f"({'within' if rest < r['budget_us'] else 'over'} the {r['budget_us']:g} µs "
@@ -696,13 +697,13 @@ the NVML energy counter; the sampled fallback within 5% at 10 Hz on steady load.
 
 ## Known gaps
 
-- **`measure()` with 8 simulated GPUs and boundary reads is over the 50 µs budget.** It runs
-  at about 100–160 µs across runs. Without boundary reads (`read_devices=False`) it is about
-  35–65 µs, near the budget and depending on the run. Each device costs a few µs of Python
-  work per window edge: the read, its phase-lock interpolation, and that device's share of
-  the result. With 1 simulated GPU the budget holds with room to spare. DESIGN's budget for 8
-  *real* GPUs is 1 ms, and this figure is well inside it. Lazy per-device results or a
-  compiled core would be needed to bring 8 devices under 50 µs; neither is done yet."""
+- **`measure()` with 8 simulated GPUs and boundary reads is at the 50 µs budget, not well
+  under it.** It runs at about 47–50 µs (and 100–160 µs before boundaries learned to skip the
+  device read when the phase lock rules out a new counter value; see the mean NVML calls per
+  window in section 2). Each device costs a few µs of Python work per window edge: its
+  interpolation and its share of the result. With 1 simulated GPU the budget holds with room
+  to spare, and DESIGN's budget for 8 *real* GPUs is 1 ms. Lazy per-device results or a
+  compiled core would bring 8 devices well under 50 µs; neither is done yet."""
 
 _SECTIONS = {
     "import": ("1. `import meter`", _import_section),

@@ -212,6 +212,17 @@ class Track:
         if read and self.boundary_reads and self.error is None:
             with self.lock:
                 if self.error is None:
+                    model = self.model
+                    if (
+                        model is not None
+                        and model.locked
+                        and not model.continuous
+                        and t + model.tolerance_s(t) < model.step_time(model.k_last + 1)
+                    ):
+                        # The phase lock says the counter cannot have published a new value
+                        # since the value last seen: a read would return it again. Skip the
+                        # device call and interpolate from it.
+                        return max(model.energy_at(t, model.v_last), self.energy_j)
                     polled = self._poll()
                     if polled is None:
                         return self.energy_j

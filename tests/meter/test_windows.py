@@ -487,3 +487,26 @@ def test_windows_without_device_reads_never_wait_for_a_device_call(meter_factory
     assert finished, "a read_devices=False window waited for the device lock"
     (r,) = results
     assert r.devices["gpu:0"].energy_j > 0
+
+
+def test_boundaries_skip_the_read_when_the_lock_says_no_new_value_can_exist(meter_factory):
+    """With the phase lock, a boundary between two counter updates needs no device call: the
+    read would return the value already seen. Windows stay exact against the true energy."""
+    from meter.testing import FakeNVML, RecordingNVML
+
+    gpu = SimulatedGPU(250.0)
+    nvml = RecordingNVML(FakeNVML([gpu]))
+    m = meter_factory(nvml=nvml)
+    m.wait_ready()
+    before = nvml.threads["MainThread"]
+    errors = []
+    for _ in range(20):
+        t0 = gpu.clock()
+        with m.measure() as w:
+            time.sleep(0.15)
+        truth = gpu.energy_between_j(t0, gpu.clock())
+        errors.append(rel_err(w.result.energy_j, truth))
+    reads = nvml.threads["MainThread"] - before
+    # 40 boundaries on a 100 ms counter with a 2 ms tolerance: most fall between updates.
+    assert reads < 20, reads
+    assert max(errors) < 0.01, errors
