@@ -1,6 +1,6 @@
 """Run meter's benchmarks against the budgets in DESIGN.md and write BENCHMARKS.md.
 
-    python benchmarks/run.py                  # full run (about 2.5 minutes), writes BENCHMARKS.md
+    python benchmarks/run.py                  # full run (about 3 minutes), writes BENCHMARKS.md
     python benchmarks/run.py --quick          # short run (about 1 minute), same report
     python benchmarks/run.py --output out.md --json raw.json --only import,latency
     python benchmarks/run.py --compare        # then meter, CodeCarbon and Zeus side by side
@@ -30,7 +30,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("import", "latency", "sampler", "memory", "accuracy", "middleware")
+BENCHMARKS = ("import", "latency", "sampler", "memory", "accuracy", "middleware", "metrics")
 CHILD_TIMEOUT_S = 300
 
 
@@ -292,10 +292,20 @@ def _summary(results: dict[str, dict[str, Any]]) -> list[str]:
     rows.append(["`measure()` enter+exit", "8 real GPUs", "not measured (no GPU)", "< 1 ms", "–"])
     if "middleware" not in results:
         rows.append(["Middleware per request", "not measured in this run", "–", "< 50 µs", "–"])
-    rows += [
-        ["`/metrics` render", "not measured by this suite yet", "–", "< 5 ms", "–"],
-        ["Accuracy on a real GPU", "not measured (no GPU)", "–", "1% / 5%", "–"],
-    ]
+    r = results.get("metrics")
+    if r and "error" not in r:
+        rows.append(
+            [
+                "`/metrics` render",
+                f"{r['gpus']} simulated GPUs, {r['windows']} windows, {r['series']} series",
+                _spread(r["render_ms"], 2, " ms"),
+                f"< {r['budget_ms']:g} ms",
+                _verdict(r["pass"]),
+            ]
+        )
+    elif "metrics" not in results:
+        rows.append(["`/metrics` render", "not measured in this run", "–", "< 5 ms", "–"])
+    rows.append(["Accuracy on a real GPU", "not measured (no GPU)", "–", "1% / 5%", "–"])
     return _table(["Budget", "Configuration", "Measured (median)", "Budget", "Result"], rows)
 
 
@@ -609,6 +619,29 @@ def _accuracy_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _metrics_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{r['series']} series, {r['bytes']:,} bytes of exposition.",
+        "",
+    ]
+    lines += _table(
+        ["what", "median ms", "p10", "p90", "min", "max", "n", f"< {r['budget_ms']:g} ms"],
+        [
+            [
+                label,
+                *(_f(s[k], 2) for k in ("median", "p10", "p90", "min", "max")),
+                str(s["n"]),
+                verdict,
+            ]
+            for label, s, verdict in (
+                ("`generate_latest` of meter's registry", r["render_ms"], _verdict(r["pass"])),
+                ("GET over HTTP from `start_http_server`", r["http_ms"], "no budget"),
+            )
+        ],
+    )
+    return lines
+
+
 def _middleware_section(r: dict[str, Any]) -> list[str]:
     configs = r["configs"]
     lines = _table(
@@ -712,6 +745,7 @@ _SECTIONS = {
     "memory": ("4. Memory over a long run", _memory_section),
     "accuracy": ("5. Accuracy on the simulator (no budget)", _accuracy_section),
     "middleware": ("6. ASGI middleware per request", _middleware_section),
+    "metrics": ("7. `/metrics` render", _metrics_section),
 }
 
 
