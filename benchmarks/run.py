@@ -736,7 +736,11 @@ the NVML energy counter; the sampled fallback within 5% at 10 Hz on steady load.
   window in section 2). Each device costs a few µs of Python work per window edge: its
   interpolation and its share of the result. With 1 simulated GPU the budget holds with room
   to spare, and DESIGN's budget for 8 *real* GPUs is 1 ms. Lazy per-device results or a
-  compiled core would bring 8 devices well under 50 µs; neither is done yet."""
+  compiled core would bring 8 devices well under 50 µs; neither is done yet.
+- **The middleware on 8 simulated GPUs is at the 50 µs budget, and over it in some runs**
+  (section 6 has this run's figure; with 1 and 2 GPUs it is well under). Most of it is the
+  request's shared window, whose cost grows with the device count as above; the same lazy
+  per-device results would fix both."""
 
 _SECTIONS = {
     "import": ("1. `import meter`", _import_section),
