@@ -45,6 +45,8 @@ def _build_meter(args: argparse.Namespace) -> Meter:
         opts["zone"] = args.zone
     if getattr(args, "pue", None) is not None:
         opts["pue"] = args.pue
+    if getattr(args, "gpu_correction", None):
+        opts["gpu_correction"] = args.gpu_correction
     return Meter(**opts)
 
 
@@ -502,6 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cpu", action="store_true", help="do not meter CPU/DRAM")
     r.add_argument("--zone", default=None, help="grid zone, e.g. DE, US-CAL-CISO, aws:us-east-1")
     r.add_argument("--pue", type=float, default=None, help="data-centre PUE (default 1.0)")
+    r.add_argument(
+        "--gpu-correction",
+        default=None,
+        metavar="auto|FAMILY",
+        help="undo the published GPU sensor gain/offset (a100, rtx3090, rtx4090, rtxa5000); "
+        "off by default, labelled when on",
+    )
     r.add_argument(
         "--compare-zones",
         default=None,

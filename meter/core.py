@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from meter.carbon.accounting import options_from_env as carbon_env
 from meter.carbon.embodied import Embodied
 from meter.carbon.embodied import resolve as resolve_embodied
 from meter.devices.base import Device, DeviceInfo, Unavailable
+from meter.devices.corrections import SensorCorrection, resolve_correction
 from meter.errors import ConfigError
 from meter.ledger import Carbon, Clock, Ledger
 from meter.measurement import DeviceMeasurement, Measurement
@@ -100,7 +102,12 @@ class Meter:
     RAPL is unreadable and ``cpu_estimate`` is true). ``interval_s``: sampling interval.
     ``idle_power_w``: idle watts per device key (``{"gpu:0": 62.0}``), merged over the file
     written by ``meter calibrate``. ``sync_cuda``: synchronise CUDA at window boundaries.
-    ``sinks``: callables that receive every `Measurement`.
+    ``sinks``: callables that receive every `Measurement`. ``gpu_correction``: "auto" (or a
+    family such as "a100") undoes the published gain and offset of the GPUs' power sensors,
+    labelled in every result (`meter.devices.corrections`); off by default. ``clock``
+    (monotonic seconds) and ``sleep`` can be injected; with ``background=False`` no sampler
+    thread runs and the caller drives sampling with ``meter.sampler.run_once()``
+    (`meter.testing.clock.FakeClock`).
     """
 
     def __init__(
@@ -132,6 +139,9 @@ class Meter:
         renewable_share: float | None = None,
         embodied: Mapping[str, object] | bool | None = None,
         carbon_refresh_s: float | None = None,
+        sleep: Callable[[float], None] | None = None,
+        background: bool = True,
+        gpu_correction: str | None = None,
     ) -> None:
         self.interval_s = check_interval(interval_s)
         if history < 10:
@@ -159,6 +169,9 @@ class Meter:
             for w in self.warnings:
                 log.warning("meter: %s", w)
         self._devices = list(devices)
+        #: Per device (ledger order): the sensor gain/offset correction asked for with
+        #: ``gpu_correction`` (`meter.devices.corrections`), or None.
+        self.corrections = _corrections(self._devices, gpu_correction)
         self.clock = clock
         self.accountant: Accountant | None = None
         if carbon:
@@ -179,7 +192,10 @@ class Meter:
         )
         rate = self.accountant.rate if self.accountant is not None else None
         self.ledger = Ledger(self._devices, clock, history=history, rate=rate)
-        self.sampler = Sampler(self.ledger, self.interval_s, phase_lock=phase_lock)
+        self.sampler = Sampler(self.ledger, self.interval_s, phase_lock=phase_lock, sleep=sleep)
+        #: False: no sampler thread; whoever drives the meter calls ``sampler.run_once()`` on
+        #: the injected ``clock``/``sleep`` (a replay, a fake-clock test).
+        self.background = background
         if self.accountant is not None:
             self.sampler.on_tick.append(self.accountant.maybe_refresh)
         self.sync_cuda = sync_cuda
@@ -236,8 +252,11 @@ class Meter:
                 return self
             if self.accountant is not None:
                 self.accountant.start()
-            self.sampler.start()
-            self.sampler.wait_ready(CALIBRATE_TIMEOUT_S + 0.5)
+            if self.background:
+                self.sampler.start()
+                self.sampler.wait_ready(CALIBRATE_TIMEOUT_S + 0.5)
+            else:
+                self.sampler.run_once()  # the first tick and the counters' lock, on ``clock``
             self.started_wall = time.time()
             (
                 self.started_at,
@@ -306,20 +325,26 @@ class Meter:
         return t, tuple(energies), tuple(raws), tuple(carbon)
 
     def retro_start(
-        self, t0: float, e0: tuple[float, ...], raw0: tuple[float | None, ...]
+        self,
+        t0: float,
+        e0: tuple[float, ...],
+        raw0: tuple[float | None, ...],
+        read: bool = True,
     ) -> tuple[float, ...]:
-        """Improve a window's start values at its exit, now that more is known: counters read
-        before their phase lock existed are re-interpolated; power devices are interpolated
-        between the samples around the start instead of extrapolated."""
+        """Improve a window's start values at its exit, now that more is known: phase-locked
+        counters are interpolated between the values published around the start (or, read
+        before their lock existed, re-interpolated from that read); power devices are
+        interpolated between the samples around the start instead of extrapolated."""
         past: tuple[float, ...] | None = None
         out = list(e0)
         for i, track in enumerate(self.ledger.tracks):
             raw = raw0[i] if i < len(raw0) else None
-            if raw is not None:
+            if track.model is not None:
                 better = track.retro_energy(t0, raw)
                 if better is not None:
                     out[i] = better
-            elif not track.info.counter:
+            elif not track.info.counter and not (read and track.boundary_reads):
+                # (A power device read at the boundary already has its figure from that read.)
                 if past is None:
                     past = self.ledger.energy_at_past(t0)
                 if past is not None:
@@ -368,6 +393,13 @@ class Meter:
             elif not info.counter and duration < 2 * self.interval_s:
                 # Power readings integrated over fewer than two sample intervals.
                 approximate = True
+            peak = peaks[i]
+            correction = self.corrections[i]
+            if correction is not None:
+                energy = correction.energy_j(
+                    energy, duration if idle_time_s is None else idle_time_s
+                )
+                peak = correction.power_w(peak)
             avg = energy / duration if duration > 0 else 0.0
             idle_w = self.idle_power_w.get(info.key)
             dynamic: float | None = None
@@ -387,7 +419,7 @@ class Meter:
                 {
                     "energy_j": energy,
                     "avg_power_w": avg,
-                    "peak_power_w": max(peaks[i], avg),
+                    "peak_power_w": max(peak, avg),
                     "method": info.method,
                     "model": info.model,
                     "approximate": approximate,
@@ -398,6 +430,7 @@ class Meter:
                     "co2e_g": co2e,
                     "co2e_market_g": market,
                     "embodied_co2e_g": embodied_g,
+                    "correction": None if correction is None else correction.family,
                 }
             )
             if info.counted:
@@ -505,6 +538,27 @@ def _price(
     return energy_j * loc, energy_j * (market or 0.0)
 
 
+def _corrections(
+    devices: Sequence[Device], setting: str | None
+) -> tuple[SensorCorrection | None, ...]:
+    """The sensor correction of each device for ``gpu_correction`` (GPUs only); a note on each
+    corrected device says so, and a GPU whose family has no published fit is left as is."""
+    out: list[SensorCorrection | None] = []
+    for device in devices:
+        info = device.info
+        correction = resolve_correction(setting, info.model) if info.kind == "gpu" else None
+        if correction is not None:
+            device.info = dataclasses.replace(info, notes=(*info.notes, correction.note))
+        elif info.kind == "gpu" and (setting or "").strip().lower() == "auto":
+            log.info(
+                "meter: %s (%s): no published sensor fit for this family, not corrected",
+                info.key,
+                info.model,
+            )
+        out.append(correction)
+    return tuple(out)
+
+
 def _as_mapping(embodied: Mapping[str, object] | bool | None) -> Mapping[str, object] | None:
     if embodied is None or embodied is True:
         return None
@@ -581,6 +635,10 @@ def options_from_env() -> dict[str, Any]:
         opts["cpu_tdp_w"] = tdp
     if os.environ.get("METER_SYNC_CUDA", "").strip().lower() in ("1", "true", "yes", "on"):
         opts["sync_cuda"] = True
+    correction = os.environ.get("METER_GPU_CORRECTION", "").strip()
+    if correction:
+        resolve_correction(correction, "")  # a bad family fails fast, naming the variable
+        opts["gpu_correction"] = correction
     if os.environ.get("METER_NO_CPU", "").strip().lower() in ("1", "true", "yes", "on"):
         opts["cpu"] = False
     return opts

@@ -31,6 +31,8 @@ class DeviceMeasurement:
     co2e_g: float | None = None
     co2e_market_g: float | None = None
     embodied_co2e_g: float | None = None
+    #: The GPU family whose sensor gain and offset were undone (``gpu_correction``), or None.
+    correction: str | None = None
 
     @classmethod
     def build(cls, fields: dict[str, Any]) -> DeviceMeasurement:
@@ -65,6 +67,8 @@ class DeviceMeasurement:
             d["co2e_market_g"] = self.co2e_market_g
         if self.embodied_co2e_g is not None:
             d["embodied_co2e_g"] = self.embodied_co2e_g
+        if self.correction is not None:
+            d["correction"] = self.correction
         if not self.counted:
             d["counted"] = False
         if self.error is not None:

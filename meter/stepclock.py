@@ -21,6 +21,7 @@ calls it under the device's lock.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 #: Polling gap used while calibrating or capturing a step (seconds).
 POLL_S = 0.0003
@@ -30,6 +31,10 @@ CONTINUOUS_BELOW_S = 0.004
 REGULARITY = 0.2
 #: Tolerance added around a predicted step time (scheduling jitter of the driver).
 BASE_TOLERANCE_S = 0.002
+#: Published (step, value) pairs kept for interpolating into the past (6 s at 100 ms).
+HISTORY_STEPS = 64
+#: A past time is interpolated only between published values at most this many steps apart.
+MAX_INTERPOLATION_STEPS = 3
 
 
 class StepModel:
@@ -40,6 +45,7 @@ class StepModel:
         "captures",
         "continuous",
         "failures",
+        "history",
         "irregular",
         "k_last",
         "k_prev",
@@ -65,6 +71,8 @@ class StepModel:
         self.v_prev = 0.0
         self.last_capture_s = -math.inf
         self.captures = 0
+        #: Recent published values by step index: (k, value), oldest first.
+        self.history: deque[tuple[int, float]] = deque(maxlen=HISTORY_STEPS)
 
     # -- calibration -------------------------------------------------------------------------
 
@@ -93,6 +101,8 @@ class StepModel:
         self.captures = 0
         self.locked = True
         self.irregular = False
+        self.history.clear()
+        self.history.extend((k, step_values[k]) for k in range(3))
 
     def unlock(self) -> None:
         """Forget the lock (the counter did not step where predicted); recalibrate later."""
@@ -129,13 +139,27 @@ class StepModel:
         if not self.locked:
             return
         if v > self.v_last:
-            k_new = math.floor((t + self.tolerance_s(t) - self.anchor_s) / self.period_s)
+            tol = self.tolerance_s(t)
+            k_new = math.floor((t + tol - self.anchor_s) / self.period_s)
+            k_low = max(math.floor((t - tol - self.anchor_s) / self.period_s), self.k_last + 1)
+            if k_low < k_new:
+                # A read within the tolerance of a predicted step: the value may be that
+                # step's (published a little early) or the one before (published a little late,
+                # or not seen until now because two steps passed since the last read). The
+                # energy added, at the last period's power, tells which.
+                per_step_j = self.rate_w * self.period_s
+                if per_step_j > 0:
+                    steps = (v - self.v_last) / per_step_j
+                    k_new = min(
+                        range(k_low, k_new + 1), key=lambda k: abs(steps - (k - self.k_last))
+                    )
             if k_new <= self.k_last:
                 # A new value where the model says no step can have happened: lock lost.
                 self.unlock()
                 return
             self.k_prev, self.v_prev = self.k_last, self.v_last
             self.k_last, self.v_last = k_new, v
+            self.history.append((k_new, v))
         elif v == self.v_last:
             # No new value. If two whole periods passed, the counter is stepping by zero
             # (an idle device at 0 W), so the power really is zero now.
@@ -165,6 +189,28 @@ class StepModel:
         since = min(max(t - self.step_time(k), 0.0), self.period_s)
         return v + self.rate_w * since
 
+    def interpolate(self, t: float) -> float | None:
+        """Energy at a past time ``t`` between the published values around it, once the step
+        after ``t`` has been seen: exact for a constant power within the period, where
+        `energy_at` could only extrapolate the previous period's power. None when the history
+        does not bracket ``t`` closely enough (or the model is not locked)."""
+        if not self.locked or not self.history:
+            return None
+        k = math.floor((t - self.anchor_s) / self.period_s)
+        before: tuple[int, float] | None = None
+        after: tuple[int, float] | None = None
+        for step in reversed(self.history):
+            if step[0] > k:
+                after = step
+            else:
+                before = step
+                break
+        if before is None or after is None or after[0] - before[0] > MAX_INTERPOLATION_STEPS:
+            return None
+        (ka, va), (kb, vb) = before, after
+        sa, sb = self.step_time(ka), self.step_time(kb)
+        return va + (vb - va) * min(max((t - sa) / (sb - sa), 0.0), 1.0)
+
     def capture(self, k: int, bracket_lo: float, bracket_hi: float, value: float) -> None:
         """Refine the lock with a precisely bracketed step ``k`` seen in (lo, hi]."""
         mid = (bracket_lo + bracket_hi) / 2
@@ -182,6 +228,7 @@ class StepModel:
         if value > self.v_last and k > self.k_last:
             self.k_prev, self.v_prev = self.k_last, self.v_last
             self.k_last, self.v_last = k, value
+            self.history.append((k, value))
 
     @property
     def state(self) -> str:

@@ -222,7 +222,7 @@ class Window:
                 idle_time = ts1 - self._ts0  # this window's share of the busy time
             else:
                 t1, e1, _, c1 = meter.boundary(self.read_devices)
-                e0 = meter.retro_start(self._t0, self._e0, self._raw0)
+                e0 = meter.retro_start(self._t0, self._e0, self._raw0, self.read_devices)
                 energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
             result = meter.build_measurement(
                 name=self.name or "window",

@@ -178,7 +178,12 @@ class MeterCollector:
                 continue
             e, g_loc, g_mkt, watts = self._latest(track, now)
             e0, g0, m0 = base[i]
-            energy.add_metric(labels, self._monotonic("energy", key, e - e0))
+            used = e - e0
+            correction = meter.corrections[i] if i < len(meter.corrections) else None
+            if correction is not None:  # asked for with gpu_correction; noted on the device
+                used = correction.energy_j(used, now - (meter.started_at or now))
+                watts = correction.power_w(watts)
+            energy.add_metric(labels, self._monotonic("energy", key, used))
             if track.error is None:
                 power.add_metric(labels, max(_finite(watts), 0.0))
             if accountant is not None:

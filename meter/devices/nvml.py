@@ -365,6 +365,10 @@ class NvmlGpu:
         simulated = bool(getattr(nvml, "simulated", False))
         if simulated:
             notes.append("simulated GPU (meter.testing): its figures are not measurements")
+            describe = getattr(nvml, "simulation_note", None)
+            how = describe(self._handle) if callable(describe) else ""
+            if how:
+                notes.append(f"simulated GPU {how}")
         self._counter = False
         self._instant = False
         self._base_mj = self._last_mj = self._offset_mj = 0

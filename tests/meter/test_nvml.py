@@ -99,7 +99,10 @@ def test_counter_gpu_energy_matches_the_simulator_over_real_time() -> None:
     t_read = clock.last
     assert reading.power_w is None and reading.energy_j is not None
     assert t_read - t_open >= 0.3
-    assert reading.energy_j == pytest.approx(sim.energy_between_j(t_open, t_read), rel=0.01)
+    # What the board's counter published between the two reads (the default sensor model
+    # lags the true power a little, so this is not the true energy of the sine).
+    published = sim.published_energy_between_j(t_open, t_read)
+    assert reading.energy_j == pytest.approx(published, rel=0.01)
     assert gpu.info.counter is True and gpu.info.method == "simulated"
 
 
@@ -199,7 +202,9 @@ def test_sampled_gpu_prefers_the_instant_power_field() -> None:
     assert gpu.info.counter is False and gpu.info.method == "simulated"
     assert any("NVML_FI_DEV_POWER_INSTANT" in note for note in gpu.info.notes)
     energy_j, t0, t1 = integrate_power_j(gpu, clock, 0.3)
-    assert energy_j == pytest.approx(sim.energy_between_j(t0, t1), rel=0.01)
+    # Polled every 2 ms, the readings integrate to what the sensor published (its part-time
+    # window and lag make that differ from the true energy of the sine).
+    assert energy_j == pytest.approx(sim.published_energy_between_j(t0, t1, "instant"), rel=0.01)
     assert sim.calls["nvmlDeviceGetFieldValues"] > 10
     assert sim.calls["nvmlDeviceGetPowerUsage"] == 0
 

@@ -136,20 +136,26 @@ def test_counter_publishes_only_every_update_period(clock: ManualClock) -> None:
     assert isinstance(read(handle), int)
 
 
-def test_counter_value_is_floor_of_millijoules_at_the_last_tick(clock: ManualClock) -> None:
+@pytest.mark.parametrize("sensor", ["ideal", "h100", "a100"])
+def test_counter_value_is_floor_of_millijoules_at_the_last_tick(
+    clock: ManualClock, sensor: str
+) -> None:
     gpu = SimulatedGPU(
         lambda t: 123.4567 + 10 * t,
         counter_update_s=0.1,
         counter_phase_s=0.0,
         clock=clock,
         initial_energy_j=0,
+        sensor=sensor,
     )
     nvml, (handle,) = started(gpu)
     clock.advance(0.257)
     tick = gpu.counter_time()
     assert tick == pytest.approx(gpu.created_s + 0.2)
-    expected = math.floor(1000 * gpu.energy_j(tick))
-    assert nvml.nvmlDeviceGetTotalEnergyConsumption(handle) == expected
+    published = gpu.published_energy_between_j(gpu.created_s, tick)
+    assert nvml.nvmlDeviceGetTotalEnergyConsumption(handle) == math.floor(1000 * published)
+    if sensor == "ideal":  # the ideal sensor's counter is the true energy itself
+        assert math.floor(1000 * gpu.energy_j(tick)) == math.floor(1000 * published)
 
 
 def test_counter_runs_before_creation_like_a_booted_board(clock: ManualClock) -> None:
@@ -215,7 +221,7 @@ def test_no_energy_counter_raises_not_supported() -> None:
 
 
 def test_power_usage_is_a_one_second_average_and_the_field_is_instant(clock: ManualClock) -> None:
-    gpu = SimulatedGPU(lambda t: 100.0 if t < 0.5 else 400.0, clock=clock)
+    gpu = SimulatedGPU(lambda t: 100.0 if t < 0.5 else 400.0, clock=clock, sensor="ideal")
     nvml, (handle,) = started(gpu)
     clock.advance(0.8)
     # Average over the 0.8 s since creation: (0.5 x 100 + 0.3 x 400) / 0.8 = 212.5 W.

@@ -51,7 +51,7 @@ def test_first_window_right_after_start_is_accurate(meter_factory):
     assert rel_err(w.result.energy_j, 250.0 * w.result.duration_s) < 0.02
 
 
-def test_windows_of_many_lengths_against_true_energy(meter_factory):
+def test_windows_of_many_lengths_against_the_published_counter(meter_factory):
     gpu = SimulatedGPU(lambda t: 200.0 + 100.0 * math.sin(7.0 * t))
     m = meter_factory(gpu)
     m.wait_ready()
@@ -60,9 +60,11 @@ def test_windows_of_many_lengths_against_true_energy(meter_factory):
         with m.measure() as w:
             time.sleep(seconds)
         t1 = gpu.clock()
-        truth = gpu.energy_between_j(t0, t1)
-        # A varying load: the counter's last period is extrapolated at the end boundary.
-        assert rel_err(w.result.energy_j, truth) < 0.05, (seconds, w.result.energy_j, truth)
+        # Against what the board's counter published (the default sensor model lags the true
+        # power by 25 ms, which meter cannot know). A varying load: the counter's last period
+        # is extrapolated at the end boundary.
+        published = gpu.published_energy_between_j(t0, t1)
+        assert rel_err(w.result.energy_j, published) < 0.05, (seconds, w.result.energy_j, published)
 
 
 def test_sampled_integration_of_a_varying_trace(meter_factory):
@@ -74,10 +76,12 @@ def test_sampled_integration_of_a_varying_trace(meter_factory):
     with m.measure("trace") as w:
         time.sleep(1.5)
     t1 = gpu.clock()
-    truth = gpu.energy_between_j(t0, t1)
+    # Against the integral of the readings the sensor published (each averages 25 ms of its
+    # 100 ms period, so they are not the true power of the sine).
+    published = gpu.published_energy_between_j(t0, t1, "instant")
     d = w.result.devices["gpu:0"]
     assert d.method == "simulated"
-    assert rel_err(d.energy_j, truth) < 0.03, (d.energy_j, truth)
+    assert rel_err(d.energy_j, published) < 0.03, (d.energy_j, published)
     assert d.peak_power_w >= d.avg_power_w
 
 
@@ -272,8 +276,9 @@ def test_gpu_lost_mid_run_others_go_on(meter_factory, caplog):
     assert g0.error is not None and "lost" in g0.error.lower()
     assert g1.error is None
     assert rel_err(g1.energy_j, 150.0 * r.duration_s) < 0.03
-    # The lost GPU keeps what it measured before it was lost, and no more.
-    assert 0.2 * 300 < g0.energy_j < 0.45 * 300
+    # The lost GPU keeps what it measured before it was lost (its last good read came at most
+    # one tick gap, 125 ms with the spread ticks, before the loss at 0.3 s), and no more.
+    assert 0.15 * 300 < g0.energy_j < 0.45 * 300
     assert any("gpu:0" in rec.getMessage() for rec in caplog.records)
     # Later windows still work.
     with m.measure("after") as w2:
@@ -449,8 +454,8 @@ def test_a_power_drop_overshoots_by_at_most_one_and_a_half_periods_then_is_absor
     while time.perf_counter() < drop_at + 2.5:
         now = time.perf_counter()
         metered = m.totals()["gpu:0"] - m.start_state[0][0]
-        truth = gpu.energy_between_j(m.started_at, now)
-        excess.append((now - drop_at, metered - truth))
+        published = gpu.published_energy_between_j(m.started_at, now)
+        excess.append((now - drop_at, metered - published))
         time.sleep(0.01)
     worst = max(e for _, e in excess)
     # It does run ahead after the drop (the test can see the effect it bounds) ...

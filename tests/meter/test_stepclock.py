@@ -1,0 +1,112 @@
+"""The counter phase lock (meter.stepclock) and what it buys windows, on a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from meter.stepclock import StepModel
+from meter.testing.clock import FakeClock
+from meter.testing.replay import replay_windows
+from meter.testing.simgpu import SimulatedGPU
+
+
+def locked(period_s: float = 0.1, anchor_s: float = 0.0, watts: float = 100.0) -> StepModel:
+    """A model locked on steps at anchor + k x period, with ``watts`` flowing."""
+    model = StepModel()
+    times = [anchor_s + k * period_s for k in range(3)]
+    values = [watts * period_s * k for k in range(3)]
+    model.calibrate(times, values, [period_s] * 5)
+    assert model.locked
+    return model
+
+
+def test_a_read_two_steps_late_just_before_the_next_is_not_taken_for_the_next() -> None:
+    """Steps at 0.1 s. The last value seen is step 2's; a read at 0.3995 (within the tolerance
+    before step 4 at 0.4) sees step 3's value: the energy added (one period's worth) says which
+    step it is, so the real step 4 that follows does not break the lock."""
+    model = locked()
+    model.observe(0.3995, 30.0)  # step 3's value, seen only now
+    assert model.locked and model.k_last == 3
+    model.observe(0.4105, 40.0)  # step 4
+    assert model.locked and model.k_last == 4
+
+
+def test_a_value_published_a_little_early_is_still_recognised() -> None:
+    model = locked()
+    model.observe(0.2999, 30.0)  # step 3 published 0.1 ms before its predicted time
+    assert model.locked and model.k_last == 3
+
+
+def test_interpolation_between_published_values() -> None:
+    model = locked(watts=100.0)
+    model.observe(0.305, 30.0)
+    model.observe(0.405, 60.0)  # 300 W in the period after step 3
+    # Between steps 3 and 4 the energy is interpolated from both values, not extrapolated
+    # from the 100 W before.
+    assert model.interpolate(0.35) == pytest.approx(45.0)
+    assert model.interpolate(0.45) is None  # step 5 not seen yet
+    model.unlock()
+    assert model.interpolate(0.35) is None
+
+
+def test_windows_that_start_just_after_a_power_drop_are_interpolated() -> None:
+    """700 W then 80 W at t = 2.0 on a 100 ms counter (an H100 going idle). A window's start
+    used to be extrapolated from the last period's power: opened at 2.06, after the update of
+    2.05, it started 390 W x 10 ms early (-4 % on a 1 s window). At its exit the counter values
+    around its start are known, and it is interpolated between them: exact when the start's
+    period is all at one power, and within a quarter of the drop x the period otherwise."""
+    clock = FakeClock()
+    gpu = SimulatedGPU(
+        lambda t: 700.0 if t < 2.0 else 80.0, clock=clock, sensor="ideal", counter_phase_s=0.05
+    )
+    windows = [(2.06, 3.06), (2.09, 3.09), (2.12, 3.12), (2.03, 3.03)]
+    results = replay_windows(gpu, clock, windows, meter_start_s=0.0)
+    for w in results:
+        truth = gpu.energy_between_j(gpu.created_s + w.start_s, gpu.created_s + w.end_s)
+        if w.start_s > 2.05:  # the start's counter period is all at 80 W
+            assert w.metered_j == pytest.approx(truth, rel=0.002), w
+        else:  # the drop is inside the start's period: linear between its two values
+            assert abs(w.metered_j - truth) < 620.0 * 0.1 / 4, w
+
+
+def test_the_sampler_runs_on_a_fake_clock_with_spread_ticks() -> None:
+    """No thread and no real wait: `run_once` ticks on the injected clock. The ticks keep the
+    mean interval, each within +-12.5 % of its slot (the golden-ratio spread), so successive
+    ticks are 75-125 % of the interval apart. 20 simulated seconds take milliseconds."""
+    from meter.devices.nvml import open_gpus
+    from meter.ledger import Ledger
+    from meter.sampler import TICK_SPREAD, Sampler
+    from meter.testing.nvml import FakeNVML
+
+    clock = FakeClock()
+    gpus, _, _ = open_gpus(nvml=FakeNVML([SimulatedGPU(300.0, clock=clock)]), visible=None)
+    ledger = Ledger(gpus, clock)
+    sampler = Sampler(ledger, 0.1, sleep=clock.sleep)
+    start = clock()
+    ticks = []  # when each tick was due (a capture burst can run a tick a few ms late)
+    for _ in range(200):
+        ticks.append(sampler.next_tick_s or clock())
+        clock.set(max(ticks[-1], clock()))
+        sampler.run_once()
+    gaps = [b - a for a, b in itertools.pairwise(ticks[1:])]
+    assert (ticks[-1] - ticks[1]) / (len(ticks) - 2) == pytest.approx(0.1, rel=0.01)
+    inside = [0.1 * (1 - TICK_SPREAD) - 1e-9 <= g <= 0.1 * (1 + TICK_SPREAD) + 1e-9 for g in gaps]
+    # (A precise capture of a counter step may move one tick: a handful in 20 s.)
+    assert sum(inside) >= 0.95 * len(gaps), [
+        round(g, 4) for g, ok in zip(gaps, inside, strict=True) if not ok
+    ]
+    assert len(ledger.samples) == 200 and ledger.tracks[0].model.locked
+    assert clock() - start < 21.0
+
+
+def test_tick_offsets_cover_their_range_evenly() -> None:
+    from meter.sampler import TICK_SPREAD, tick_offset
+
+    offsets = [tick_offset(k) for k in range(1, 1001)]
+    assert all(-TICK_SPREAD / 2 <= o <= TICK_SPREAD / 2 for o in offsets)
+    bins = [0] * 10
+    for o in offsets:
+        bins[min(int((o / TICK_SPREAD + 0.5) * 10), 9)] += 1
+    assert all(95 <= b <= 105 for b in bins), bins  # low discrepancy: near-exact 100 each
