@@ -223,7 +223,7 @@ class _ModelReadings(_Readings):
         self.sensor = sensor
         self.truth = truth
         self.phase_s = phase_s % sensor.update_s if sensor.update_s else 0.0
-        self.describe = f"sensor model {sensor.name!r}"
+        self.describe = f"seen through the sensor model {sensor.name!r} (meter.testing.sensor)"
         # Periodic readings: reading k (published at phase + k x update) and the integral of
         # the held readings, extended lazily from the first tick at or before creation.
         self._memo: dict[int, float] = {}
