@@ -1,7 +1,7 @@
 """Budget: the ASGI middleware adds < 50 microseconds per request (no NVML call on its path).
 
 **Added latency**, in-process (no network): an ASGI app is called in a tight asyncio loop,
-batches of 1000 requests alternating without and with `integrations.asgi.EnergyMiddleware`
+batches of 1000 requests alternating without and with `meter.integrations.asgi.EnergyMiddleware`
 (its Prometheus metrics on, in a fresh registry; sampler at 10 Hz); the figure is the paired
 difference per batch. Apps: a bare ASGI app answering an OpenAI-style JSON body with ``usage``
 (what the budget is judged on) on 1, 2 and 8 simulated GPUs; the same with the energy response
@@ -187,7 +187,7 @@ async def _paired(plain: App, metered: App, batches: int) -> dict[str, Any]:
 def latency(batches: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
     from prometheus_client import CollectorRegistry
 
-    from integrations.asgi import EnergyMiddleware
+    from meter.integrations.asgi import EnergyMiddleware
 
     cases: list[tuple[int, str, str, App | None, dict[str, Any]]] = [
         (1, "json", "bare ASGI app, JSON with `usage`", json_app, {}),
@@ -244,7 +244,7 @@ def serve(metered: bool) -> None:
 
     app = fastapi_app()
     if metered:
-        from integrations.asgi import EnergyMiddleware
+        from meter.integrations.asgi import EnergyMiddleware
 
         app.add_middleware(EnergyMiddleware)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -18,7 +18,7 @@ include it only on request) and ``data: [DONE]``. The "model" emits a word every
 seconds: on simulated GPUs the power is constant, so a request's energy follows its time in
 flight and how many requests shared the GPUs meanwhile.
 
-`integrations.asgi.EnergyMiddleware` is added with its defaults, as ``vllm serve --middleware``
+`meter.integrations.asgi.EnergyMiddleware` is added with its defaults, as ``vllm serve --middleware``
 would add it, plus the ``x-energy-joules`` response header. ``GET /metrics`` serves
 prometheus_client's default registry, which holds the request metrics and, registered here,
 meter's device metrics. ``--load N`` starts the server on a free port, runs N concurrent clients
@@ -49,8 +49,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import meter
-from exporters.prometheus import register
-from integrations.asgi import EnergyMiddleware
+from meter.exporters.prometheus import register
+from meter.integrations.asgi import EnergyMiddleware
 
 MODEL = "toy-llm"
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while"]
@@ -154,7 +154,7 @@ def build_app(token_s: float = 0.02) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    # What `vllm serve --middleware integrations.asgi.EnergyMiddleware` does (plus a header).
+    # What `vllm serve --middleware meter.integrations.asgi.EnergyMiddleware` does (plus a header).
     app.add_middleware(EnergyMiddleware, energy_header="x-energy-joules")
     # meter's device metrics (watts, joules, CO2e per GPU) in the same default registry.
     register(meter.get_meter())

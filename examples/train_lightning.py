@@ -1,4 +1,4 @@
-"""Lightning training, metered by `integrations.lightning.EnergyCallback`. CPU, no downloads.
+"""Lightning training, metered by `meter.integrations.lightning.EnergyCallback`. CPU, no downloads.
 
     python examples/train_lightning.py                          # this machine's devices
     METER_SIMULATE_GPUS=300 python examples/train_lightning.py  # plus a simulated 300 W GPU
@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from integrations.lightning import EnergyCallback
+from meter.integrations.lightning import EnergyCallback
 
 
 class Classifier(pl.LightningModule):

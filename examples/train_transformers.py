@@ -1,4 +1,4 @@
-"""Hugging Face Trainer, metered by `integrations.transformers.EnergyCallback`. CPU, no downloads.
+"""Hugging Face Trainer, metered by `meter.integrations.transformers.EnergyCallback`. CPU, no downloads.
 
     python examples/train_transformers.py                          # this machine's devices
     METER_SIMULATE_GPUS=300 python examples/train_transformers.py  # plus a simulated 300 W GPU
@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is built locally
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-from integrations.transformers import EnergyCallback
+from meter.integrations.transformers import EnergyCallback
 
 VOCAB = 128
 LENGTH = 32

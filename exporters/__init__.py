@@ -1,5 +1,5 @@
 """Where measurements go: JSONL log (more exporters arrive with later issues)."""
 
-from exporters.jsonl import JsonlWriter, read_jsonl
+from meter.exporters.jsonl import JsonlWriter, read_jsonl
 
 __all__ = ["JsonlWriter", "read_jsonl"]

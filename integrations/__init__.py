@@ -2,8 +2,8 @@
 
 Each module imports its framework lazily and depends on ``meter``'s public API only:
 
-* `integrations.lightning`: ``EnergyCallback`` for Lightning's ``Trainer``;
-* `integrations.transformers`: ``EnergyCallback`` for Hugging Face's ``Trainer``;
-* `integrations.asgi`: ``EnergyMiddleware`` for any ASGI app (FastAPI, Starlette, vLLM);
-* `integrations.distributed`: rank-aware device selection and a gather of run totals.
+* `meter.integrations.lightning`: ``EnergyCallback`` for Lightning's ``Trainer``;
+* `meter.integrations.transformers`: ``EnergyCallback`` for Hugging Face's ``Trainer``;
+* `meter.integrations.asgi`: ``EnergyMiddleware`` for any ASGI app (FastAPI, Starlette, vLLM);
+* `meter.integrations.distributed`: rank-aware device selection and a gather of run totals.
 """

@@ -8,11 +8,11 @@ objects (a JSON body, or the final chunk of a ``text/event-stream`` response), a
 is counted in Prometheus metrics labelled by route template, method and status class.
 
 >>> from fastapi import FastAPI                                  # doctest: +SKIP
->>> from integrations.asgi import EnergyMiddleware               # doctest: +SKIP
+>>> from meter.integrations.asgi import EnergyMiddleware               # doctest: +SKIP
 >>> app = FastAPI()                                              # doctest: +SKIP
 >>> app.add_middleware(EnergyMiddleware)                         # doctest: +SKIP
 
-vLLM: ``vllm serve MODEL --middleware integrations.asgi.EnergyMiddleware`` (vLLM passes only
+vLLM: ``vllm serve MODEL --middleware meter.integrations.asgi.EnergyMiddleware`` (vLLM passes only
 ``app``, so the defaults apply: the process default meter, metrics in prometheus_client's
 default registry, which vLLM's ``/metrics`` serves).
 

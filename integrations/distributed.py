@@ -6,7 +6,7 @@ Each rank's figures therefore cover different devices, and `gather_totals` adds 
 ``torch.distributed``, so that a multi-GPU or multi-node run reports one total:
 
     >>> import meter
-    >>> from integrations.distributed import gather_totals
+    >>> from meter.integrations.distributed import gather_totals
     >>> m = meter.get_meter()                                  # doctest: +SKIP
     >>> m.start()                                              # doctest: +SKIP
     >>> train()                                                # doctest: +SKIP

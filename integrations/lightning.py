@@ -1,7 +1,7 @@
 """Lightning: a callback that meters fit, validate, test and predict, and logs energy and CO2e.
 
     >>> import lightning.pytorch as pl
-    >>> from integrations.lightning import EnergyCallback
+    >>> from meter.integrations.lightning import EnergyCallback
     >>> energy = EnergyCallback(log_every_n_steps=50)
     >>> trainer = pl.Trainer(max_epochs=3, callbacks=[energy])   # doctest: +SKIP
     >>> trainer.fit(model, data)                                 # doctest: +SKIP
@@ -37,7 +37,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from integrations.distributed import RankWindows, describe
+from meter.integrations.distributed import RankWindows, describe
 from meter import Measurement, Meter
 from meter.ranks import Ranks
 
@@ -51,7 +51,7 @@ else:
             from pytorch_lightning import Callback, LightningModule, Trainer
         except ImportError as error:
             raise ImportError(
-                "integrations.lightning needs Lightning, which is not installed: "
+                "meter.integrations.lightning needs Lightning, which is not installed: "
                 "pip install 'ai-energy-meter[lightning]'"
             ) from error
 

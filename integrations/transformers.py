@@ -1,7 +1,7 @@
 """Hugging Face Transformers: a `TrainerCallback` that adds energy and CO2e to the Trainer's logs.
 
     >>> from transformers import Trainer
-    >>> from integrations.transformers import EnergyCallback
+    >>> from meter.integrations.transformers import EnergyCallback
     >>> trainer = Trainer(model=model, args=args, train_dataset=data)    # doctest: +SKIP
     >>> energy = EnergyCallback().attach(trainer)                         # doctest: +SKIP
     >>> trainer.train()                                                   # doctest: +SKIP
@@ -42,7 +42,7 @@ import math
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from integrations.distributed import RankWindows, describe
+from meter.integrations.distributed import RankWindows, describe
 from meter import Measurement, Meter
 from meter.ranks import Ranks
 
@@ -67,7 +67,7 @@ else:
         )
     except ImportError as error:
         raise ImportError(
-            "integrations.transformers needs Hugging Face Transformers, which is not "
+            "meter.integrations.transformers needs Hugging Face Transformers, which is not "
             "installed: pip install 'ai-energy-meter[transformers]'"
         ) from error
 

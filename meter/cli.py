@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     writer = None
     if args.output:
-        from exporters.jsonl import JsonlWriter
+        from meter.exporters.jsonl import JsonlWriter
 
         writer = JsonlWriter(args.output)
     compare = [z.strip() for z in (args.compare_zones or "").split(",") if z.strip()]
@@ -315,7 +315,7 @@ def _print_comparison(m: Measurement, zones: list[str]) -> list[dict[str, Any]]:
 def _read_basic_auth(path: str | None) -> dict[str, str] | None:
     if not path:
         return None
-    from exporters.prometheus import load_basic_auth
+    from meter.exporters.prometheus import load_basic_auth
 
     return load_basic_auth(path)
 
@@ -325,13 +325,13 @@ def _start_run_exporters(args: argparse.Namespace, m: Meter) -> list[Any]:
     started: list[Any] = []
     try:
         if args.prometheus_port is not None:
-            from exporters.prometheus import start_http_server
+            from meter.exporters.prometheus import start_http_server
 
             server = start_http_server(m, args.prometheus_port, args.prometheus_addr)
             started.append(server)
             print(f"meter: metrics at {server.url}", file=sys.stderr)
         if args.push_gateway:
-            from exporters.prometheus import Pusher
+            from meter.exporters.prometheus import Pusher
 
             users = _read_basic_auth(args.push_basic_auth_file)
             auth = next(iter(users.items())) if users else None
@@ -350,7 +350,7 @@ def _start_run_exporters(args: argparse.Namespace, m: Meter) -> list[Any]:
 
 
 def _stop_run_exporters(started: list[Any], final_push: bool = True) -> None:
-    from exporters.prometheus import Pusher
+    from meter.exporters.prometheus import Pusher
 
     for exporter in reversed(started):
         if isinstance(exporter, Pusher):
@@ -367,7 +367,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """A node exporter: all GPUs, CPU and DRAM, continuously, until SIGTERM or SIGINT."""
     import threading
 
-    from exporters.prometheus import start_http_server
+    from meter.exporters.prometheus import start_http_server
 
     if bool(args.tls_cert) != bool(args.tls_key):
         _err("give both --tls-cert and --tls-key to serve HTTPS")
@@ -453,7 +453,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Print the Grafana dashboard JSON (or write it to --output) for Grafana's Import."""
-    from exporters.grafana import dashboard_json
+    from meter.exporters.grafana import dashboard_json
 
     text = dashboard_json()
     if args.output:
@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     r.set_defaults(func=cmd_run)
 
-    from exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
+    from meter.exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
 
     s = sub.add_parser(
         "serve",

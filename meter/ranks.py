@@ -4,7 +4,7 @@ Under ``torchrun`` (and Lightning's or accelerate's launchers) each process of a
 ``LOCAL_RANK`` and ``WORLD_SIZE`` (and usually ``RANK``). When there are several ranks and no
 GPUs were chosen explicitly, `meter.devices.discover` makes each rank meter its own GPU, and
 only local rank 0 of each host meter the host's CPU and DRAM. Summing the ranks' figures (see
-`integrations.distributed.gather_totals`) then counts every device once.
+`meter.integrations.distributed.gather_totals`) then counts every device once.
 
     >>> from_env({"LOCAL_RANK": "1", "RANK": "5", "WORLD_SIZE": "8"})
     Ranks(rank=5, local_rank=1, world_size=8)

@@ -4,7 +4,7 @@
 Prometheus datasource (the ``DS_PROMETHEUS`` input) when it is imported. ``meter dashboard``
 prints it.
 
->>> from exporters.grafana import dashboard, promql_expressions
+>>> from meter.exporters.grafana import dashboard, promql_expressions
 >>> dashboard()["uid"]
 'meter-energy'
 >>> any("meter_power_watts" in e for e in promql_expressions())

@@ -1,7 +1,7 @@
 """Prometheus exporter: a scrape-time collector, a scrape server, an ASGI app, Pushgateway.
 
 >>> import meter
->>> from exporters.prometheus import start_http_server
+>>> from meter.exporters.prometheus import start_http_server
 >>> server = start_http_server(meter.get_meter())     # doctest: +SKIP
 >>> server.url                                         # doctest: +SKIP
 'http://127.0.0.1:10144/metrics'
@@ -21,9 +21,9 @@ Names (a contract with the Grafana dashboard), all in base units:
   ``meter_info{version, zone}``.
 """
 
-from exporters.prometheus.collector import METRICS, MeterCollector, make_registry, register
-from exporters.prometheus.push import DEFAULT_PUSH_INTERVAL_S, Pusher, default_grouping_key
-from exporters.prometheus.server import (
+from meter.exporters.prometheus.collector import METRICS, MeterCollector, make_registry, register
+from meter.exporters.prometheus.push import DEFAULT_PUSH_INTERVAL_S, Pusher, default_grouping_key
+from meter.exporters.prometheus.server import (
     DEFAULT_ADDR,
     DEFAULT_PORT,
     MetricsServer,

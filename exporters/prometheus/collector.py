@@ -273,7 +273,7 @@ def register(
     ``None`` to skip registration). Starts the meter, so the counters begin now.
 
     >>> import meter
-    >>> from exporters.prometheus import register
+    >>> from meter.exporters.prometheus import register
     >>> register(meter.get_meter())                  # doctest: +SKIP
     """
     collector = MeterCollector(meter, include_windows=include_windows)
@@ -305,7 +305,7 @@ def make_registry(
 ) -> CollectorRegistry:
     """A fresh registry holding ``meter``'s collector (starts the meter), plus everything in
     ``also`` when given (e.g. ``prometheus_client.REGISTRY``, where
-    `integrations.asgi.EnergyMiddleware` registers its request metrics by default)."""
+    `meter.integrations.asgi.EnergyMiddleware` registers its request metrics by default)."""
     registry = CollectorRegistry(auto_describe=False)
     register(meter, registry, include_windows=include_windows)
     if also is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 
-from exporters.prometheus.collector import make_registry
+from meter.exporters.prometheus.collector import make_registry
 from meter.errors import ConfigError
 
 if TYPE_CHECKING:

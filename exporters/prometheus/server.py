@@ -27,8 +27,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_asgi_app, make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
-from exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
-from exporters.prometheus.collector import make_registry
+from meter.exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
+from meter.exporters.prometheus.collector import make_registry
 from meter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -315,7 +315,7 @@ def metrics_asgi_app(
     >>> app.mount("/metrics", metrics_asgi_app(meter.get_meter()))  # doctest: +SKIP
 
     ``also``: another registry whose metrics are served too, e.g. ``prometheus_client.REGISTRY``
-    where `integrations.asgi.EnergyMiddleware` keeps the request metrics by default.
+    where `meter.integrations.asgi.EnergyMiddleware` keeps the request metrics by default.
 
     The scrape is rendered on the event loop, which is fine: it reads floats, never a device.
     """

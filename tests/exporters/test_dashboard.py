@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from exporters.grafana import (
+from meter.exporters.grafana import (
     dashboard,
     dashboard_json,
     promql_expressions,
@@ -254,7 +254,7 @@ def test_every_label_is_a_contract_label(dash: dict[str, Any]) -> None:
     assert used <= CONTRACT_LABELS, sorted(used - CONTRACT_LABELS)
 
 
-# -- exporters.grafana -----------------------------------------------------------------------
+# -- meter.exporters.grafana -----------------------------------------------------------------------
 
 
 def test_promql_expressions_substitutes_every_variable() -> None:

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from exporters.jsonl import JsonlWriter, read_jsonl
+from meter.exporters.jsonl import JsonlWriter, read_jsonl
 
 
 def test_appends_one_record_per_line(tmp_path):
@@ -37,7 +37,7 @@ def test_records_survive_a_crash_of_the_writer(tmp_path):
     code = textwrap.dedent(
         f"""
         import os
-        from exporters.jsonl import JsonlWriter
+        from meter.exporters.jsonl import JsonlWriter
         w = JsonlWriter({str(path)!r})
         for i in range(5):
             w.write({{"i": i, "pad": "x" * 1000}})

@@ -25,7 +25,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.prometheus import (
+from meter.exporters.prometheus import (
     DEFAULT_PORT,
     METRICS,
     MeterCollector,

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.prometheus import MetricsServer, Pusher, start_http_server
+from meter.exporters.prometheus import MetricsServer, Pusher, start_http_server
 from meter import Meter
 from meter.testing import SimulatedGPU, simulated_gpus
 from tests.exporters.promservers import (
@@ -283,7 +283,7 @@ def test_every_dashboard_expression_returns_data(scraped):
     """Every query of the shipped dashboard that needs no request metric returns at least one
     series from a Prometheus scraping a meter with finished windows and an idle baseline (the
     request panels are checked against the ASGI middleware in tests/integrations)."""
-    from exporters.grafana import promql_expressions
+    from meter.exporters.grafana import promql_expressions
 
     expressions = promql_expressions(request_metrics=False)
     assert len(expressions) >= 10, expressions

@@ -36,9 +36,9 @@ from prometheus_client import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.grafana import promql_expressions
-from exporters.prometheus import register
-from integrations.asgi import (
+from meter.exporters.grafana import promql_expressions
+from meter.exporters.prometheus import register
+from meter.integrations.asgi import (
     OTHER,
     UNMATCHED,
     EnergyMiddleware,
@@ -916,7 +916,7 @@ def test_meters_scrape_server_serves_the_request_metrics_with_also(
 ) -> None:
     """``start_http_server(meter, also=registry)``: one scrape shows the device metrics and the
     middleware's request metrics kept in ``registry``."""
-    from exporters.prometheus import start_http_server
+    from meter.exporters.prometheus import start_http_server
 
     m = meter_factory(300.0)
     registry = CollectorRegistry()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from integrations.distributed import (
+from meter.integrations.distributed import (
     RankWindows,
     combine_ranks,
     describe,
@@ -237,7 +237,7 @@ GATHER_SCRIPT = """
 import json, sys, time
 import torch.distributed as dist
 import meter
-from integrations.distributed import gather_totals
+from meter.integrations.distributed import gather_totals
 
 dist.init_process_group("gloo", init_method="env://")
 m = meter.get_meter()

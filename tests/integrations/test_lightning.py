@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from integrations.lightning import EnergyCallback
+from meter.integrations.lightning import EnergyCallback
 from meter import Meter
 
 STEP_S = 0.01  # each batch sleeps this long, so that epochs last a measurable time
@@ -182,7 +182,7 @@ import json, sys, time
 import torch
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger
-from integrations.lightning import EnergyCallback
+from meter.integrations.lightning import EnergyCallback
 
 class Model(pl.LightningModule):
     def __init__(self):

@@ -27,7 +27,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from integrations.transformers import EnergyCallback
+from meter.integrations.transformers import EnergyCallback
 from meter import Meter
 
 STEP_S = 0.01
@@ -204,7 +204,7 @@ DDP_SCRIPT = """
 import json, sys, time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
-from integrations.transformers import EnergyCallback
+from meter.integrations.transformers import EnergyCallback
 
 class Tokens(torch.utils.data.Dataset):
     def __len__(self):

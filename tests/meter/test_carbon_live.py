@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from exporters.jsonl import read_jsonl
+from meter.exporters.jsonl import read_jsonl
 from meter.carbon.accounting import J_PER_KWH
 from meter.carbon.table import load_table
 from meter.testing.carbon_servers import FakeElectricityMaps, FakeUKCarbonIntensity

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from exporters.jsonl import read_jsonl
+from meter.exporters.jsonl import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
