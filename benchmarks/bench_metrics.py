@@ -30,9 +30,8 @@ def _ms(fn: Any, n: int) -> list[float]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from prometheus_client import generate_latest
-
     from meter.exporters.prometheus import make_registry, start_http_server
+    from prometheus_client import generate_latest
 
     scrapes = 50 if quick else 200
     idle = {f"gpu:{i}": 60.0 for i in range(GPUS)}

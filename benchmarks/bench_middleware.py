@@ -185,9 +185,8 @@ async def _paired(plain: App, metered: App, batches: int) -> dict[str, Any]:
 
 
 def latency(batches: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    from prometheus_client import CollectorRegistry
-
     from meter.integrations.asgi import EnergyMiddleware
+    from prometheus_client import CollectorRegistry
 
     cases: list[tuple[int, str, str, App | None, dict[str, Any]]] = [
         (1, "json", "bare ASGI app, JSON with `usage`", json_app, {}),

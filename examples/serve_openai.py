@@ -45,12 +45,12 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from meter.exporters.prometheus import register
+from meter.integrations.asgi import EnergyMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import meter
-from meter.exporters.prometheus import register
-from meter.integrations.asgi import EnergyMiddleware
 
 MODEL = "toy-llm"
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while"]

@@ -18,9 +18,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from torch import nn
-
 from meter.integrations.lightning import EnergyCallback
+from torch import nn
 
 
 class Classifier(pl.LightningModule):

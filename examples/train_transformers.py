@@ -18,9 +18,8 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is built locally
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
-
 from meter.integrations.transformers import EnergyCallback
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
 VOCAB = 128
 LENGTH = 32

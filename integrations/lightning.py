@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from meter.integrations.distributed import RankWindows, describe
+
 from meter import Measurement, Meter
 from meter.ranks import Ranks
 

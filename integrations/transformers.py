@@ -43,6 +43,7 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from meter.integrations.distributed import RankWindows, describe
+
 from meter import Measurement, Meter
 from meter.ranks import Ranks
 

@@ -18,9 +18,9 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from meter.exporters.prometheus.collector import make_registry
 from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
 
-from meter.exporters.prometheus.collector import make_registry
 from meter.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -24,11 +24,11 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from meter.exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
+from meter.exporters.prometheus.collector import make_registry
 from prometheus_client import make_asgi_app, make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
-from meter.exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
-from meter.exporters.prometheus.collector import make_registry
 from meter.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from meter.exporters.grafana import (
     dashboard,
     dashboard_json,
@@ -25,6 +24,7 @@ from meter.exporters.grafana import (
     substitute_variables,
     uses_request_metrics,
 )
+
 from tests.exporters.promservers import http_get, run_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]

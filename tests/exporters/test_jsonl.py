@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from meter.exporters.jsonl import JsonlWriter, read_jsonl
 
 

@@ -22,9 +22,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from meter.exporters.prometheus import (
     DEFAULT_PORT,
     METRICS,
@@ -37,6 +34,9 @@ from meter.exporters.prometheus import (
     register,
     start_http_server,
 )
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from meter import __version__
 from meter.errors import ConfigError
 from meter.testing import SimulatedGPU

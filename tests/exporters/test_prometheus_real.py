@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from meter.exporters.prometheus import MetricsServer, Pusher, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from meter.exporters.prometheus import MetricsServer, Pusher, start_http_server
 from meter import Meter
 from meter.testing import SimulatedGPU, simulated_gpus
 from tests.exporters.promservers import (

@@ -28,14 +28,6 @@ import pytest
 import uvicorn
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    generate_latest,
-)
-from prometheus_client.parser import text_string_to_metric_families
-
 from meter.exporters.grafana import promql_expressions
 from meter.exporters.prometheus import register
 from meter.integrations.asgi import (
@@ -45,6 +37,14 @@ from meter.integrations.asgi import (
     RequestMeasurement,
     RequestMetrics,
 )
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
 from meter import ConfigError, Meter
 from meter.testing import FakeNVML, RecordingNVML, SimulatedGPU
 from tests.exporters.promservers import need_binary, run_prometheus

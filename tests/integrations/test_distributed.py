@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from meter.integrations.distributed import (
     RankWindows,
     combine_ranks,
@@ -18,6 +17,7 @@ from meter.integrations.distributed import (
     meter_for_rank,
     rank_meter,
 )
+
 from meter import DeviceMeasurement, Measurement, Meter
 from meter.devices import discover
 from meter.ranks import Ranks, from_env, select

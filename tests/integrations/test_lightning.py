@@ -16,8 +16,8 @@ pytest.importorskip("lightning")
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
-
 from meter.integrations.lightning import EnergyCallback
+
 from meter import Meter
 
 STEP_S = 0.01  # each batch sleeps this long, so that epochs last a measurable time

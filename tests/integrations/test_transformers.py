@@ -19,6 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch
+from meter.integrations.transformers import EnergyCallback
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -27,7 +28,6 @@ from transformers import (
     TrainingArguments,
 )
 
-from meter.integrations.transformers import EnergyCallback
 from meter import Meter
 
 STEP_S = 0.01

@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 from meter.exporters.jsonl import read_jsonl
+
 from meter.carbon.accounting import J_PER_KWH
 from meter.carbon.table import load_table
 from meter.testing.carbon_servers import FakeElectricityMaps, FakeUKCarbonIntensity

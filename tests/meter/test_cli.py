@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from meter.exporters.jsonl import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
