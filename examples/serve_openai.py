@@ -18,12 +18,13 @@ include it only on request) and ``data: [DONE]``. The "model" emits a word every
 seconds: on simulated GPUs the power is constant, so a request's energy follows its time in
 flight and how many requests shared the GPUs meanwhile.
 
-`meter.integrations.asgi.EnergyMiddleware` is added with its defaults, as ``vllm serve --middleware``
-would add it, plus the ``x-energy-joules`` response header. ``GET /metrics`` serves
-prometheus_client's default registry, which holds the request metrics and, registered here,
-meter's device metrics. ``--load N`` starts the server on a free port, runs N concurrent clients
-against it, and prints the energy per request and per output token of each route as read back
-from ``/metrics``. Needs fastapi and uvicorn (``pip install fastapi uvicorn``).
+`meter.integrations.asgi.EnergyMiddleware` is added with its defaults, as
+``vllm serve --middleware`` would add it, plus the ``x-energy-joules`` response header.
+``GET /metrics`` serves prometheus_client's default registry, which holds the request metrics
+and, registered here, meter's device metrics. ``--load N`` starts the server on a free port,
+runs N concurrent clients against it, and prints the energy per request and per output token of
+each route as read back from ``/metrics``. Needs fastapi and uvicorn
+(``pip install fastapi uvicorn``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hugging Face Trainer, metered by `meter.integrations.transformers.EnergyCallback`. CPU, no downloads.
+"""Hugging Face Trainer, metered by `meter.integrations.transformers.EnergyCallback` (CPU).
 
     python examples/train_transformers.py                          # this machine's devices
     METER_SIMULATE_GPUS=300 python examples/train_transformers.py  # plus a simulated 300 W GPU
