@@ -32,7 +32,7 @@ def _one(interval_s: float, duration_s: float, phase_lock: bool = True) -> dict[
         t0 = time.perf_counter()
         proc0, clock0 = thread_cpu_s(thread)
         ticks0 = m.sampler.ticks
-        captures0 = sum(t.model.captures for t in m.ledger.tracks if t.model is not None)
+        captures0 = sum(t.lock_state().captures for t in m.ledger.tracks)
         per_second: list[float] = []
         last_t, last_clock = t0, clock0
         while time.perf_counter() - t0 < duration_s:
@@ -44,13 +44,13 @@ def _one(interval_s: float, duration_s: float, phase_lock: bool = True) -> dict[
         t1 = time.perf_counter()
         proc1, clock1 = thread_cpu_s(thread)
         ticks = m.sampler.ticks - ticks0
-        captures = sum(t.model.captures for t in m.ledger.tracks if t.model is not None) - captures0
-        locked = sum(1 for t in m.ledger.tracks if t.model is not None and t.model.locked)
+        captures = sum(t.lock_state().captures for t in m.ledger.tracks) - captures0
+        locked = sum(1 for t in m.ledger.tracks if t.lock_state().locked)
         # Step captures per counter since start (calibration itself is not one).
-        per_counter = [t.model.captures for t in m.ledger.tracks if t.model is not None]
+        per_counter = [t.lock_state().captures for t in m.ledger.tracks if t.snapshot().stepping]
         # Times a counter lost its lock (a missed capture twice in a row, or a step where none
         # was predicted); each costs a recalibration that polls for up to half a second.
-        unlocks = sum(t.model.failures for t in m.ledger.tracks if t.model is not None)
+        unlocks = sum(t.lock_state().failures for t in m.ledger.tracks)
         elapsed = t1 - t0
     pct_clock = (clock1 - clock0) / elapsed * 100
     return {

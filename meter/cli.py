@@ -270,6 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     exit_code = rc if rc >= 0 else 128 + (-rc)
     name = args.name or os.path.basename(command[0])
     result = m.measure_since_start(name, error=None if rc == 0 else f"exit code {exit_code}")
+    m.refresh()  # exporters read the published state: make it the end of the run
     _stop_run_exporters(exporters)  # the final push happens here, before the meter stops
     m.close()
     title = " ".join(command)

@@ -17,7 +17,6 @@ from meter.carbon.accounting import (
     DEFAULT_PUE,
     DEFAULT_REFRESH_S,
     Accountant,
-    CarbonRate,
     check_pue,
     market_basis,
 )
@@ -27,10 +26,11 @@ from meter.carbon.embodied import resolve as resolve_embodied
 from meter.devices.base import Device, DeviceInfo, Unavailable
 from meter.devices.corrections import SensorCorrection, resolve_correction
 from meter.errors import ConfigError
-from meter.ledger import Carbon, Clock, Ledger
-from meter.measurement import DeviceMeasurement, Measurement
+from meter.ledger import CarbonState, Clock, Ledger
+from meter.measurement import Measurement
+from meter.results import MeasurementBuilder
 from meter.sampler import CALIBRATE_TIMEOUT_S, Sampler
-from meter.windows import Group, Window
+from meter.windows import Boundary, Group, Window, read_boundary, refine_start, set_default_host
 
 if TYPE_CHECKING:
     from meter.carbon.providers import Provider
@@ -213,6 +213,15 @@ class Meter:
                     setting="idle_power_w",
                 )
             self.idle_power_w[key] = float(watts)
+        #: Builds each window's `Measurement` (`meter.results`).
+        self.results = MeasurementBuilder(
+            self.ledger,
+            interval_s=self.interval_s,
+            idle_power_w=self.idle_power_w,
+            accountant=self.accountant,
+            embodied=self.embodied,
+            corrections=self.corrections,
+        )
         self.sinks: list[Sink] = list(sinks)
         self.window_stats: dict[str, WindowStats] = {}
         self._groups: dict[str, Group] = {}
@@ -221,9 +230,7 @@ class Meter:
         self._closed = False
         self.started_at: float | None = None
         self.started_wall: float | None = None
-        self._start_energy: tuple[float, ...] = ()
-        self._start_raw: tuple[float | None, ...] = ()
-        self._start_carbon: tuple[tuple[float, float, float], ...] = ()
+        self._start_boundary: Boundary | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -258,12 +265,8 @@ class Meter:
             else:
                 self.sampler.run_once()  # the first tick and the counters' lock, on ``clock``
             self.started_wall = time.time()
-            (
-                self.started_at,
-                self._start_energy,
-                self._start_raw,
-                self._start_carbon,
-            ) = self.boundary(read=True)
+            self._start_boundary = read_boundary(self.ledger, read=True)
+            self.started_at = self._start_boundary.t
             self._started = True
         return self
 
@@ -302,165 +305,11 @@ class Meter:
         group = self._groups.get(name)
         if group is None:
             with self._lock:
-                group = self._groups.setdefault(name, Group(name, self))
+                group = self._groups.setdefault(name, Group(name, self.ledger))
         return group
 
     def synchronize(self) -> None:
         cuda.synchronize()
-
-    def boundary(
-        self, read: bool
-    ) -> tuple[float, tuple[float, ...], tuple[float | None, ...], tuple[Carbon, ...]]:
-        """Time, per-device joules, raw values (for not-yet-locked counters) and carbon state,
-        now, in one pass over the devices."""
-        t = self.clock()
-        energies: list[float] = []
-        raws: list[float | None] = []
-        carbon: list[Carbon] = []
-        for track in self.ledger.tracks:
-            e, raw, c = track.boundary(t, read)
-            energies.append(e)
-            raws.append(raw)
-            carbon.append(c)
-        return t, tuple(energies), tuple(raws), tuple(carbon)
-
-    def retro_start(
-        self,
-        t0: float,
-        e0: tuple[float, ...],
-        raw0: tuple[float | None, ...],
-        read: bool = True,
-    ) -> tuple[float, ...]:
-        """Improve a window's start values at its exit, now that more is known: phase-locked
-        counters are interpolated between the values published around the start (or, read
-        before their lock existed, re-interpolated from that read); power devices are
-        interpolated between the samples around the start instead of extrapolated."""
-        past: tuple[float, ...] | None = None
-        out = list(e0)
-        for i, track in enumerate(self.ledger.tracks):
-            raw = raw0[i] if i < len(raw0) else None
-            if track.model is not None:
-                better = track.retro_energy(t0, raw)
-                if better is not None:
-                    out[i] = better
-            elif not track.info.counter and not (read and track.boundary_reads):
-                # (A power device read at the boundary already has its figure from that read.)
-                if past is None:
-                    past = self.ledger.energy_at_past(t0)
-                if past is not None:
-                    out[i] = past[i]
-        return tuple(out)
-
-    def build_measurement(
-        self,
-        *,
-        name: str,
-        t0: float,
-        t1: float,
-        wall0: float,
-        energies: Sequence[float],
-        idle_time_s: float | None,
-        group: str | None,
-        error: str | None,
-        carbon0: Sequence[tuple[float, float, float]] = (),
-        carbon1: Sequence[tuple[float, float, float]] = (),
-    ) -> Measurement:
-        duration = max(t1 - t0, 0.0)
-        accountant = self.accountant
-        have_carbon = accountant is not None and len(carbon0) == len(carbon1) == len(energies)
-        have_market = have_carbon and accountant is not None and accountant.market is not None
-        co2e_total = market_total = embodied_total = 0.0
-        peaks = self.ledger.peak_power(t0, t1)
-        devices: dict[str, DeviceMeasurement] = {}
-        total = 0.0
-        dynamic_total = 0.0
-        have_idle = False
-        any_approx = False
-        for i, track in enumerate(self.ledger.tracks):
-            info = track.info
-            energy = energies[i]
-            approximate = False
-            model = track.model
-            if model is not None and not model.continuous:
-                period = model.period_s if model.locked else None
-                if period is None:
-                    approximate = True
-                    if energy <= 0 and duration > 0 and track.power_w > 0:
-                        # Never read 0 J for a window shorter than the counter's update period.
-                        energy = track.power_w * duration
-                elif duration < period:
-                    approximate = True
-            elif not info.counter and duration < 2 * self.interval_s:
-                # Power readings integrated over fewer than two sample intervals.
-                approximate = True
-            peak = peaks[i]
-            correction = self.corrections[i]
-            if correction is not None:
-                energy = correction.energy_j(
-                    energy, duration if idle_time_s is None else idle_time_s
-                )
-                peak = correction.power_w(peak)
-            avg = energy / duration if duration > 0 else 0.0
-            idle_w = self.idle_power_w.get(info.key)
-            dynamic: float | None = None
-            if idle_w is not None:
-                idle_s = duration if idle_time_s is None else idle_time_s
-                dynamic = max(energy - idle_w * idle_s, 0.0)
-            co2e = market = None
-            if have_carbon:
-                co2e, market = _price(energy, carbon0[i], carbon1[i], self.ledger.rate)
-                if not have_market:
-                    market = None
-            emb = self.embodied.get(info.key)
-            embodied_g = None
-            if emb is not None:
-                embodied_g = emb.g_per_s * (duration if idle_time_s is None else idle_time_s)
-            devices[info.key] = DeviceMeasurement.build(
-                {
-                    "energy_j": energy,
-                    "avg_power_w": avg,
-                    "peak_power_w": max(peak, avg),
-                    "method": info.method,
-                    "model": info.model,
-                    "approximate": approximate,
-                    "idle_power_w": idle_w,
-                    "dynamic_energy_j": dynamic,
-                    "counted": info.counted,
-                    "error": track.error,
-                    "co2e_g": co2e,
-                    "co2e_market_g": market,
-                    "embodied_co2e_g": embodied_g,
-                    "correction": None if correction is None else correction.family,
-                }
-            )
-            if info.counted:
-                total += energy
-                co2e_total += co2e or 0.0
-                market_total += market or 0.0
-                embodied_total += embodied_g or 0.0
-                any_approx = any_approx or approximate
-                if dynamic is not None:
-                    dynamic_total += dynamic
-                    have_idle = True
-        carbon_block = None
-        if have_carbon and accountant is not None:
-            carbon_block = accountant.block(wall0, wall0 + duration, total, co2e_total)
-        return Measurement(
-            name=name,
-            start_time=wall0,
-            end_time=wall0 + duration,
-            duration_s=duration,
-            energy_j=total,
-            devices=devices,
-            dynamic_energy_j=dynamic_total if have_idle else None,
-            co2e_g=co2e_total if have_carbon else None,
-            co2e_market_g=market_total if have_market else None,
-            embodied_co2e_g=embodied_total if self.embodied else None,
-            carbon=carbon_block,
-            group=group,
-            approximate=any_approx,
-            error=error,
-        )
 
     def record(self, m: Measurement) -> None:
         """Account a finished window: per-name totals and every sink. Never raises."""
@@ -483,17 +332,23 @@ class Meter:
 
     # -- whole-run figures -------------------------------------------------------------------
 
+    def refresh(self) -> None:
+        """Read every device now, so that what exporters read (the published snapshots) is
+        current: before a final export. Never raises."""
+        for track in self.ledger.tracks:
+            track.observe()
+
     def totals(self) -> dict[str, float]:
-        """Cumulative joules per device since the meter started (no device read)."""
-        _, energies = self.ledger.snapshot(read=False)
+        """Cumulative joules per device (ledger counts, not since the start; no device read)."""
+        _, energies = self.ledger.energies_at(read=False)
         return dict(zip(self.ledger.keys, energies, strict=True))
 
     @property
-    def start_state(self) -> tuple[Carbon, ...]:
-        """Per device, in ``ledger.tracks`` order, the track's (cumulative joules, location CO2e
-        g, market CO2e g) when the meter started; empty before `start`. Exporters subtract it
-        so their counters count from the start of the meter."""
-        return self._start_carbon
+    def start_state(self) -> tuple[CarbonState, ...]:
+        """Per device, in ``ledger.tracks`` order, its cumulative joules and CO2e when the meter
+        started; empty before `start`. Exporters subtract it so their counters count from the
+        start of the meter."""
+        return self._start_boundary.carbon if self._start_boundary is not None else ()
 
     def embodied_co2e_g(self) -> dict[str, float]:
         """Embodied (manufacturing) CO2e grams per device amortised since `start` (no device
@@ -505,37 +360,23 @@ class Meter:
     def measure_since_start(self, name: str = "run", error: str | None = None) -> Measurement:
         """A `Measurement` of everything since `start()` (what ``meter run`` reports)."""
         self.start()
-        assert self.started_at is not None and self.started_wall is not None
-        t1, e1, _, c1 = self.boundary(read=True)
-        e0 = self.retro_start(self.started_at, self._start_energy, self._start_raw)
-        energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
-        return self.build_measurement(
-            carbon0=self._start_carbon,
-            carbon1=c1,
+        start = self._start_boundary
+        assert start is not None and self.started_wall is not None
+        end = read_boundary(self.ledger, read=True)
+        e0 = refine_start(self.ledger, start, read=True)
+        energies = tuple(max(b - a, 0.0) for a, b in zip(e0, end.energy_j, strict=True))
+        return self.results.build(
+            carbon0=start.carbon,
+            carbon1=end.carbon,
             name=name,
-            t0=self.started_at,
-            t1=t1,
+            t0=start.t,
+            t1=end.t,
             wall0=self.started_wall,
             energies=energies,
             idle_time_s=None,
             group=None,
             error=error,
         )
-
-
-def _price(
-    energy_j: float,
-    c0: tuple[float, float, float],
-    c1: tuple[float, float, float],
-    rate: CarbonRate | None,
-) -> tuple[float, float]:
-    """CO2e of a window's energy at the mean rate the ledger integrated over its span (so
-    intensity changes inside the window are priced per sample interval)."""
-    de = c1[0] - c0[0]
-    if de > 1e-12:
-        return energy_j * (c1[1] - c0[1]) / de, energy_j * (c1[2] - c0[2]) / de
-    loc, market = rate.rates if rate is not None else (0.0, None)
-    return energy_j * loc, energy_j * (market or 0.0)
 
 
 def _corrections(
@@ -682,3 +523,6 @@ def measure(name: str | None = None, **options: Any) -> Window:
     ``meter=`` uses another `Meter` than the process default.
     """
     return Window(name, **options)
+
+
+set_default_host(get_meter)

@@ -19,20 +19,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from meter.carbon.accounting import CarbonRate
 from meter.devices.base import Device, DeviceInfo
-from meter.stepclock import CONTINUOUS_BELOW_S, POLL_S, StepModel
+from meter.stepclock import CONTINUOUS_BELOW_S, POLL_S, StepModel, StepView
 
 #: A capture bracket wider than this (a descheduled poll) is not used to refine the lock.
 MAX_BRACKET_S = 0.002
+#: A published figure is carried forward with its power for at most this long: a stalled
+#: sampler must not make the figures run on.
+MAX_EXTRAPOLATION_S = 2.0
 
 log = logging.getLogger("meter")
 
 Clock = Callable[[], float]
-#: (cumulative joules, location CO2e g, market CO2e g) of one device, as integrated so far.
-Carbon = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -45,68 +47,173 @@ class Sample:
     power_w: tuple[float, ...]
 
 
+class CarbonState(NamedTuple):
+    """A device's cumulative joules and the CO2e priced on them so far."""
+
+    energy_j: float
+    co2e_g: float
+    co2e_market_g: float
+
+
+class Snapshot(NamedTuple):
+    """What one track published after its latest update: every reader that must not wait on a
+    device call reads this (it is replaced whole, an atomic store, never torn)."""
+
+    #: Monotonic time of the latest update (None before the first read).
+    t: float | None
+    #: Cumulative joules at ``t`` (never decreasing).
+    energy_j: float
+    #: Latest power, watts.
+    power_w: float
+    #: Cumulative location-based and market-based CO2e, grams.
+    co2e_g: float
+    co2e_market_g: float
+    #: Why the device stopped being readable, or None.
+    error: str | None
+    #: Failed reads so far.
+    read_errors: int
+    #: True for a counter that publishes in steps (it has a phase lock to keep).
+    stepping: bool
+    #: The phase lock's prediction while locked, else None.
+    steps: StepView | None
+
+    def energy_at(self, t: float) -> float:
+        """Joules at ``t``: the published figure moved to ``t`` with the latest power (back by
+        at most 1 s, forward by at most `MAX_EXTRAPOLATION_S`, so a stalled sampler does not
+        make the figure run on). The one extrapolation every lock-free reader uses."""
+        if self.error is not None or self.t is None:
+            return self.energy_j
+        dt = min(max(t - self.t, -1.0), MAX_EXTRAPOLATION_S)
+        return self.energy_j + self.power_w * dt
+
+    @property
+    def carbon(self) -> CarbonState:
+        return CarbonState(self.energy_j, self.co2e_g, self.co2e_market_g)
+
+
+class LockState(NamedTuple):
+    """A counter's phase lock, for diagnostics, tests and benchmarks."""
+
+    locked: bool
+    continuous: bool
+    period_s: float | None
+    captures: int
+    failures: int
+
+
+class TrackBoundary(NamedTuple):
+    """One device at a window boundary: joules, the raw counter value when its phase lock did
+    not exist yet (to redo the interpolation at exit), and the carbon state."""
+
+    energy_j: float
+    raw_j: float | None
+    carbon: CarbonState
+
+
+@dataclass
+class _Calibration:
+    """A calibration in progress: the brackets of the counter's steps seen by fast polls."""
+
+    times: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    last: tuple[float, float] | None = None
+
+
+_EMPTY = Snapshot(None, 0.0, 0.0, 0.0, 0.0, None, 0, False, None)
+
+
 class Track:
-    """The state of one device in the ledger."""
+    """The state of one device in the ledger. Readers use `snapshot` and the public methods;
+    everything else is the sampler's (under the device's lock)."""
 
     def __init__(self, device: Device, clock: Clock, rate: CarbonRate | None = None) -> None:
         self.device = device
-        #: Carbon rates in force (g/J, PUE included), shared with the accountant.
-        self.rate = rate
-        self.co2e_g = 0.0  # cumulative location-based CO2e of this device
-        self.co2e_market_g = 0.0
         self.info: DeviceInfo = device.info
-        self.clock = clock
-        self.lock = threading.Lock()
-        self.error: str | None = None
-        self.failed_at: float | None = None
-        self.reads = 0
-        self.read_errors = 0
-        self.t_last: float | None = None
-        self.energy_j = 0.0  # estimated cumulative energy at t_last
-        self.power_w = 0.0  # latest power estimate
-        self.raw_last = 0.0  # latest raw counter value
-        self.missed_captures = 0
+        self._rate = rate  # carbon rates in force (g/J, PUE included), shared with the accountant
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._co2e_g = 0.0
+        self._co2e_market_g = 0.0
+        self._error: str | None = None
+        self._reads = 0
+        self._read_errors = 0
+        self._t_last: float | None = None
+        self._energy_j = 0.0  # estimated cumulative energy at _t_last
+        self._power_w = 0.0  # latest power estimate
+        self._raw_last = 0.0  # latest raw counter value
+        self._missed_captures = 0
         self._change: tuple[float, float] | None = None  # (time, value) of the last raw change
+        self._calibration: _Calibration | None = None
         # Boundary reads hit the hardware for counters (RAPL, NVML) and for GPUs read through
         # their power field: a read at the boundary tells whether the reading changed since the
         # last tick, which halves the worst error of a window that ends just after a load step
         # (recorded A100 step load, 1 s windows: 4.5 % -> 3.7 %). Estimates are extrapolated
         # from the sampler's latest read instead.
         hardware = self.info.method in ("counter", "sampled", "simulated")
-        self.boundary_reads = hardware and (self.info.counter or self.info.kind == "gpu")
+        self._boundary_reads = hardware and (self.info.counter or self.info.kind == "gpu")
         # Only hardware counters step; an estimate integrates continuously.
-        self.model: StepModel | None = (
-            StepModel() if self.boundary_reads and self.info.counter else None
+        self._model: StepModel | None = (
+            StepModel() if self._boundary_reads and self.info.counter else None
         )
-        #: What readers that must not wait on a device see: (t_last, joules, watts, location g,
-        #: market g, failed), replaced as one tuple (an atomic store) after each update, so a
-        #: lock-free read is never torn. The sampler holds ``lock`` during a device call, which
-        #: a hung driver can stretch without bound; the request path reads this instead.
-        self.published: tuple[float | None, float, float, float, float, bool] = (
-            None,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            False,
+        #: Replaced whole after each update. The sampler holds the device's lock during a
+        #: device call, which a hung driver can stretch without bound: readers on the request
+        #: path read this instead.
+        self._published = _EMPTY._replace(stepping=self._model is not None)
+
+    def __repr__(self) -> str:
+        return f"Track({self.info.key!r}, {self._published!r})"
+
+    # -- what readers use ----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The latest published state (lock-free)."""
+        return self._published
+
+    @property
+    def reads_at_boundaries(self) -> bool:
+        """Whether window boundaries read this device (else they extrapolate its snapshot)."""
+        return self._boundary_reads
+
+    def lock_state(self) -> LockState:
+        """The counter's phase lock (all False/None for devices without one)."""
+        model = self._model
+        if model is None:
+            return LockState(False, False, None, 0, 0)
+        return LockState(
+            model.locked,
+            model.continuous,
+            model.period_s if model.locked else None,
+            model.captures,
+            model.failures,
         )
 
     # -- reading -----------------------------------------------------------------------------
 
     def _read_raw(self) -> tuple[float, float | None, float | None]:
         """One read, timed at its midpoint. Caller holds the lock."""
-        t0 = self.clock()
+        t0 = self._clock()
         reading = self.device.read()
-        t1 = self.clock()
-        self.reads += 1
+        t1 = self._clock()
+        self._reads += 1
         return (t0 + t1) / 2, reading.energy_j, reading.power_w
+
+    def read_delay_s(self, now: float) -> float:
+        """How long to wait before reading this device, so that a phase-locked counter that
+        missed a step is not read within the tolerance of the next, where a new value could
+        belong to either (`meter.stepclock.StepView.ambiguous_at`): 0 otherwise."""
+        steps = self._published.steps
+        k = None if steps is None else steps.ambiguous_at(now)
+        if steps is None or k is None:
+            return 0.0
+        return max(steps.step_time(k) + steps.tolerance_s(now) + POLL_S - now, 0.0)
 
     def observe(self) -> float:
         """Read the device now and return its estimated cumulative joules. Never raises."""
-        with self.lock:
-            if self.error is None:
+        with self._lock:
+            if self._error is None:
                 self._poll()
-            return self.energy_j
+            return self._energy_j
 
     def _poll(self) -> tuple[float, float] | None:
         """Read and account one observation; (read time, raw counter value), or None when the
@@ -120,40 +227,38 @@ class Track:
         return t, float(energy or 0.0)
 
     def _update(self, t: float, energy: float | None, power: float | None) -> float:
-        before = self.energy_j
+        before = self._energy_j
         self._integrate(t, energy, power)
-        rate = self.rate
-        if rate is not None and self.energy_j > before:
+        rate = self._rate
+        if rate is not None and self._energy_j > before:
             # Price this increment at the intensity in force now: CO2e per sample interval.
             loc, market = rate.rates
-            delta = self.energy_j - before
-            self.co2e_g += delta * loc
+            delta = self._energy_j - before
+            self._co2e_g += delta * loc
             if market is not None:
-                self.co2e_market_g += delta * market
+                self._co2e_market_g += delta * market
         self._publish()
-        return self.energy_j
+        return self._energy_j
 
     def _publish(self) -> None:
-        self.published = (
-            self.t_last,
-            self.energy_j,
-            self.power_w,
-            self.co2e_g,
-            self.co2e_market_g,
-            self.error is not None,
+        model = self._model
+        self._published = Snapshot(
+            self._t_last,
+            self._energy_j,
+            self._power_w,
+            self._co2e_g,
+            self._co2e_market_g,
+            self._error,
+            self._read_errors,
+            model is not None and not model.continuous,
+            None if model is None else model.view,
         )
 
-    def carbon_state(self) -> Carbon:
-        """(cumulative joules, location CO2e g, market CO2e g) as integrated so far. Lock-free
-        (`published`): never waits on a device call in progress."""
-        _, energy, _, co2e, market, _ = self.published
-        return energy, co2e, market
-
     def _integrate(self, t: float, energy: float | None, power: float | None) -> None:
-        prev_t = self.t_last
+        prev_t = self._t_last
         if self.info.counter:
             value = float(energy or 0.0)
-            model = self.model
+            model = self._model
             if model is not None:
                 model.observe(t, value)
                 estimate = model.energy_at(t, value)
@@ -161,55 +266,58 @@ class Track:
                 estimate = value
             if prev_t is not None and t > prev_t:
                 if power is not None:
-                    self.power_w = power
+                    self._power_w = power
                 elif model is not None and model.locked:
-                    self.power_w = model.rate_w
-                elif value != self.raw_last:
+                    self._power_w = model.rate_w
+                elif value != self._raw_last:
                     # Unlocked counter: power between two successive changes of the raw value
                     # (a delta between arbitrary reads of a stepping counter aliases badly).
                     if self._change is not None and t > self._change[0]:
-                        self.power_w = (value - self._change[1]) / (t - self._change[0])
+                        self._power_w = (value - self._change[1]) / (t - self._change[0])
                     self._change = (t, value)
-            self.raw_last = value
-            self.energy_j = max(estimate, self.energy_j)
+            self._raw_last = value
+            self._energy_j = max(estimate, self._energy_j)
         else:
             p = max(float(power or 0.0), 0.0)
             if prev_t is not None and t > prev_t:
-                self.energy_j += (self.power_w + p) / 2 * (t - prev_t)
-            self.power_w = p
-        self.t_last = t
+                self._energy_j += (self._power_w + p) / 2 * (t - prev_t)
+            self._power_w = p
+        self._t_last = t
 
     def _fail(self, exc: BaseException) -> None:
-        self.read_errors += 1
-        self.error = f"{type(exc).__name__}: {exc}"
-        self.failed_at = self.clock()
+        self._read_errors += 1
+        self._error = f"{type(exc).__name__}: {exc}"
         self._publish()
         log.warning(
             "meter: %s stopped being readable and is skipped from now on (%s); "
             "its energy so far is kept.",
             self.info.key,
-            self.error,
+            self._error,
         )
 
-    def boundary(self, t: float, read: bool) -> tuple[float, float | None, Carbon]:
-        """`energy_now`, the raw counter value when the phase lock was not yet known (so the
-        window can redo the interpolation at exit, `retro_energy`), and the carbon state."""
+    # -- window boundaries -------------------------------------------------------------------
+
+    def boundary(self, t: float, read: bool) -> TrackBoundary:
+        """`energy_now` at ``t``, the raw counter value when the phase lock did not exist yet
+        (so the window can redo the interpolation at exit, `retro_energy`), and the carbon
+        state."""
         energy = self.energy_now(t, read)
-        carbon = (self.energy_j, self.co2e_g, self.co2e_market_g)  # floats: atomic reads
-        model = self.model
-        if read and self.boundary_reads and model is not None and not model.locked:
-            return energy, self.raw_last, carbon
-        return energy, None, carbon
+        snap = self._published
+        model = self._model
+        raw = None
+        if read and self._boundary_reads and model is not None and snap.steps is None:
+            raw = self._raw_last
+        return TrackBoundary(energy, raw, snap.carbon)
 
     def retro_energy(self, t: float, raw: float | None) -> float | None:
         """Better joules for an earlier boundary at ``t``, now that more is known: between the
         counter values published around it (so a load change just before ``t`` is not
         extrapolated across it), else, for a read made before the lock existed (``raw``), the
         lock's interpolation from that read. None when neither applies."""
-        model = self.model
-        if model is None or not model.locked:
+        model = self._model
+        if model is None or self._published.steps is None:
             return None
-        with self.lock:
+        with self._lock:
             better = model.interpolate(t)
             if better is None and raw is not None:
                 better = model.energy_then(t, raw)
@@ -217,82 +325,82 @@ class Track:
 
     def energy_now(self, t: float, read: bool) -> float:
         """Cumulative joules at time ``t`` (taken just before this call): a fresh read for
-        cheap counters when ``read``, else the latest estimate extrapolated with the latest
-        power. Either way the figure is moved to ``t`` with the current power, so a read that
-        waited for the lock (a busy machine, many threads) is not credited with the wait.
-        Not clamped to be monotonic across callers; `Group` and windows clamp their deltas."""
-        if read and self.boundary_reads and self.error is None:
-            with self.lock:
-                if self.error is None:
-                    model = self.model
-                    if (
-                        model is not None
-                        and model.locked
-                        and not model.continuous
-                        and t + model.tolerance_s(t) < model.step_time(model.k_last + 1)
-                    ):
-                        # The phase lock says the counter cannot have published a new value
-                        # since the value last seen: a read would return it again. Skip the
-                        # device call and interpolate from it.
-                        return max(model.energy_at(t, model.v_last), self.energy_j)
+        devices read at boundaries when ``read``, else the snapshot extrapolated to ``t``.
+        Either way the figure is moved to ``t`` with the current power, so a read that waited
+        for the lock (a busy machine, many threads) is not credited with the wait. Not clamped
+        to be monotonic across callers; `Group` and windows clamp their deltas."""
+        snap = self._published
+        if read and self._boundary_reads and snap.error is None:
+            steps = snap.steps
+            if steps is not None and steps.unchanged_at(t):
+                # The phase lock says the counter cannot have published a new value since the
+                # value last seen: a read would return it again. Skip the device call (and the
+                # lock) and interpolate from it.
+                return max(steps.energy_at(t), snap.energy_j)
+            if steps is not None and steps.ambiguous_at(t) is not None:
+                # So close to a step, two steps after the last value seen, that a new value
+                # could not be placed: skip the device call and carry the latest estimate
+                # forward with its power.
+                return max(snap.energy_at(t), snap.energy_j)
+            with self._lock:
+                if self._error is None:
                     polled = self._poll()
                     if polled is None:
-                        return self.energy_j
+                        return self._energy_j
                     t_read = polled[0]
-                    return self.energy_j - self.power_w * min(max(t_read - t, 0.0), 1.0)
+                    return self._energy_j - self._power_w * min(max(t_read - t, 0.0), 1.0)
+            snap = self._published
         # Lock-free: a window with read_devices=False (the ASGI middleware) must not wait for
         # the sampler's device call in progress.
-        t_last, value, power, _, _, failed = self.published
-        if not failed and t_last is not None:
-            value += power * min(max(t - t_last, -1.0), 2.0)
-        return value
+        return snap.energy_at(t)
 
     # -- phase lock (called by the sampler thread only) --------------------------------------
 
     def needs_calibration(self) -> bool:
-        model = self.model
+        model = self._model
         return (
-            model is not None and not model.locked and not model.continuous and self.error is None
+            model is not None and not model.locked and not model.continuous and self._error is None
         )
 
     def calibrate_start(self) -> None:
-        self._cal: dict[str, list[float]] = {"times": [], "values": [], "gaps": [], "last": []}
+        self._calibration = _Calibration()
 
     def calibrate_poll(self) -> bool:
         """One fast poll of a calibration; True once enough was seen (or the device failed)."""
-        cal = self._cal
-        with self.lock:
+        cal = self._calibration
+        if cal is None:
+            return True
+        with self._lock:
             polled = self._poll()
         if polled is None:
             return True
         t, v = polled
-        last = cal["last"]
-        if last and v != last[1]:
-            mid = (last[0] + t) / 2
-            if cal["times"]:
-                cal["gaps"].append(mid - cal["times"][-1])
-            cal["times"].append(mid)
-            cal["values"].append(v)
-        cal["last"] = [t, v]
-        gaps = cal["gaps"]
+        if cal.last is not None and v != cal.last[1]:
+            mid = (cal.last[0] + t) / 2
+            if cal.times:
+                cal.gaps.append(mid - cal.times[-1])
+            cal.times.append(mid)
+            cal.values.append(v)
+        cal.last = (t, v)
+        gaps = cal.gaps
         if len(gaps) >= 5 and sorted(gaps)[len(gaps) // 2] < CONTINUOUS_BELOW_S:
             return True
-        return len(cal["times"]) >= 3 and (len(gaps) >= 5 or gaps[-1] >= CONTINUOUS_BELOW_S)
+        return len(cal.times) >= 3 and (len(gaps) >= 5 or gaps[-1] >= CONTINUOUS_BELOW_S)
 
     def calibrate_finish(self) -> None:
-        cal = self.__dict__.pop("_cal", None)
-        model = self.model
+        cal, self._calibration = self._calibration, None
+        model = self._model
         if model is None or cal is None:
             return
-        times, values = cal["times"][-3:], cal["values"][-3:]
-        with self.lock:
-            model.calibrate(times, values, cal["gaps"])
+        with self._lock:
+            model.calibrate(cal.times[-3:], cal.values[-3:], cal.gaps)
+            self._publish()
         log.debug("meter: %s counter %s", self.info.key, model.state)
 
     def capture_due(self, now: float, every_s: float) -> float | None:
         """The predicted time of the next step to capture, if a capture is due."""
-        model = self.model
-        if model is None or not model.locked or self.error is not None:
+        model = self._model
+        if model is None or not model.locked or self._error is not None:
             return None
         if model.captures < 3:
             every_s = min(every_s, 0.5 * (model.captures + 1))  # refine fast after a lock
@@ -315,17 +423,17 @@ class Track:
     ) -> None:
         """Bracket the next predicted counter step with fast polls and refine the lock.
         ``wait(seconds)`` waits (True: stop now), ``sleep`` paces the polls: the sampler's."""
-        model = self.model
+        model = self._model
         if model is None or not model.locked:
             return
-        now = self.clock()
+        now = self._clock()
         k, predicted = self._next_capturable(model, now)
         tol = model.tolerance_s(predicted)
         start = predicted - tol - POLL_S
         if start > now and wait(start - now):
             return
         deadline = predicted + tol + 2 * POLL_S
-        with self.lock:
+        with self._lock:
             polled = self._poll()
         if polled is None:
             return
@@ -336,7 +444,7 @@ class Track:
         # so only a continuous, timely burst counts a miss.
         continuous = t_prev <= predicted - tol
         while True:
-            with self.lock:
+            with self._lock:
                 polled = self._poll()
                 if polled is None:
                     return
@@ -346,29 +454,33 @@ class Track:
                 if v != v_prev:
                     if narrow:
                         model.capture(k, t_prev, t, v)
-                        self.missed_captures = 0
+                        self._missed_captures = 0
+                        self._publish()
                     else:
                         model.last_capture_s = t  # too wide to refine anything; retry later
                     return
             if t > deadline:
-                with self.lock:
+                with self._lock:
                     model.last_capture_s = t
                     if continuous and model.rate_w > 0:
                         # The counter did not step where predicted although power flows:
                         # once may be driver jitter, twice in a row means the lock is wrong.
-                        self.missed_captures += 1
-                        if self.missed_captures >= 2:
+                        self._missed_captures += 1
+                        if self._missed_captures >= 2:
                             model.unlock()
-                            self.missed_captures = 0
+                            self._missed_captures = 0
+                            self._publish()
                 return
             t_prev, v_prev = t, v
             sleep(POLL_S)  # a burst of a few ms at most: sleep is cheaper than Event.wait
 
-    def step_period_s(self) -> float | None:
-        model = self.model
-        if model is not None and model.locked:
-            return model.period_s
-        return None
+
+class CoarseBlock(NamedTuple):
+    """Per-device peak power over a block of samples (the long, coarse history)."""
+
+    start: float
+    end: float
+    peak_w: tuple[float, ...]
 
 
 class Ledger:
@@ -388,31 +500,37 @@ class Ledger:
         self.samples: deque[Sample] = deque(maxlen=history)
         # Coarse history: per-device peak power per block of samples, so a window longer than
         # the fine history still gets a peak. Bounded as well.
-        self.coarse: deque[tuple[float, float, tuple[float, ...]]] = deque(maxlen=history)
+        self.coarse: deque[CoarseBlock] = deque(maxlen=history)
         self._coarse_block: list[Sample] = []
         self.coarse_every = 100
 
-    def snapshot(self, read: bool) -> tuple[float, tuple[float, ...]]:
-        """Time and per-device cumulative joules now."""
+    def snapshots(self) -> tuple[Snapshot, ...]:
+        """Every track's published state (lock-free)."""
+        return tuple(track.snapshot() for track in self.tracks)
+
+    def energies_at(self, read: bool) -> tuple[float, tuple[float, ...]]:
+        """Time now and per-device cumulative joules then (`Track.energy_now`)."""
         t = self.clock()
         return t, tuple(track.energy_now(t, read) for track in self.tracks)
 
-    def carbon_state(self) -> tuple[Carbon, ...]:
-        return tuple(track.carbon_state() for track in self.tracks)
+    def carbon_states(self) -> tuple[CarbonState, ...]:
+        """Every track's cumulative joules and CO2e (lock-free)."""
+        return tuple(track.snapshot().carbon for track in self.tracks)
 
     def record(self, t: float, wall: float) -> Sample:
+        snaps = self.snapshots()
         sample = Sample(
             t=t,
             wall=wall,
-            energy_j=tuple(track.energy_j for track in self.tracks),
-            power_w=tuple(track.power_w for track in self.tracks),
+            energy_j=tuple(s.energy_j for s in snaps),
+            power_w=tuple(s.power_w for s in snaps),
         )
         self.samples.append(sample)
         block = self._coarse_block
         block.append(sample)
         if len(block) >= self.coarse_every:
             peaks = tuple(max(s.power_w[i] for s in block) for i in range(len(self.tracks)))
-            self.coarse.append((block[0].t, block[-1].t, peaks))
+            self.coarse.append(CoarseBlock(block[0].t, block[-1].t, peaks))
             block.clear()
         return sample
 

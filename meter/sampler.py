@@ -120,7 +120,11 @@ class Sampler:
 
     def tick(self) -> None:
         """Read every device once and record a sample."""
+        clock = self.ledger.clock
         for track in self.ledger.tracks:
+            delay = track.read_delay_s(clock())  # a few ms at most, near a counter's step
+            if delay > 0:
+                self._sleep(delay)
             track.observe()
         self.ledger.record(self.ledger.clock(), self.wall_clock())
         self.ticks += 1

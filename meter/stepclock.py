@@ -15,13 +15,15 @@ last published period. Counters that move on nearly every poll (RAPL, ~1 ms) are
 ``continuous`` and used raw.
 
 All times are seconds on the meter's monotonic clock. Not thread-safe by itself: the ledger
-calls it under the device's lock.
+calls it under the device's lock, and publishes its `view` (an immutable `StepView`) for readers
+that must not take that lock.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from typing import NamedTuple
 
 #: Polling gap used while calibrating or capturing a step (seconds).
 POLL_S = 0.0003
@@ -35,6 +37,46 @@ BASE_TOLERANCE_S = 0.002
 HISTORY_STEPS = 64
 #: A past time is interpolated only between published values at most this many steps apart.
 MAX_INTERPOLATION_STEPS = 3
+
+
+class StepView(NamedTuple):
+    """A locked model's prediction, frozen: what a reader needs without the device's lock."""
+
+    anchor_s: float
+    period_s: float
+    period_err_s: float
+    k_last: int
+    v_last: float
+    rate_w: float
+
+    def step_time(self, k: int) -> float:
+        return self.anchor_s + k * self.period_s
+
+    def tolerance_s(self, t: float) -> float:
+        """How far off a predicted step time may be at time ``t``."""
+        k = (t - self.anchor_s) / self.period_s if self.period_s else 0.0
+        return BASE_TOLERANCE_S + abs(k) * self.period_err_s
+
+    def unchanged_at(self, t: float) -> bool:
+        """True when the counter cannot have published a new value by ``t``: a read then would
+        return `v_last` again."""
+        return t + self.tolerance_s(t) < self.step_time(self.k_last + 1)
+
+    def ambiguous_at(self, t: float) -> int | None:
+        """The predicted step ``t`` is within the tolerance of, when a new value read then could
+        be that step's or the one before's, both unseen (two steps or more since the last value
+        seen): a read there is better not made. None otherwise."""
+        k = round((t - self.anchor_s) / self.period_s)
+        if k - 1 > self.k_last and abs(t - self.step_time(k)) <= self.tolerance_s(t):
+            return k
+        return None
+
+    def energy_at(self, t: float) -> float:
+        """Energy at ``t`` from the latest value: ``v_last`` plus the last period's power for
+        the time since it was published, at most one and a half periods (if the counter
+        stopped stepping, the model is wrong, and the next observation unlocks it)."""
+        since = min(max(t - self.step_time(self.k_last), 0.0), 1.5 * self.period_s)
+        return self.v_last + self.rate_w * since
 
 
 class StepModel:
@@ -55,6 +97,7 @@ class StepModel:
         "period_s",
         "v_last",
         "v_prev",
+        "view",
     )
 
     def __init__(self) -> None:
@@ -73,6 +116,17 @@ class StepModel:
         self.captures = 0
         #: Recent published values by step index: (k, value), oldest first.
         self.history: deque[tuple[int, float]] = deque(maxlen=HISTORY_STEPS)
+        #: The prediction as of the latest change, or None while not locked.
+        self.view: StepView | None = None
+
+    def _refresh(self) -> None:
+        """Freeze the prediction into `view` (call after every change of the lock)."""
+        if not self.locked:
+            self.view = None
+            return
+        self.view = StepView(
+            self.anchor_s, self.period_s, self.period_err_s, self.k_last, self.v_last, self.rate_w
+        )
 
     # -- calibration -------------------------------------------------------------------------
 
@@ -103,11 +157,13 @@ class StepModel:
         self.irregular = False
         self.history.clear()
         self.history.extend((k, step_values[k]) for k in range(3))
+        self._refresh()
 
     def unlock(self) -> None:
         """Forget the lock (the counter did not step where predicted); recalibrate later."""
         self.locked = False
         self.failures += 1
+        self.view = None
 
     # -- prediction --------------------------------------------------------------------------
 
@@ -139,20 +195,20 @@ class StepModel:
         if not self.locked:
             return
         if v > self.v_last:
+            # A new value: the step it was published at is the last one predicted by ``t``,
+            # unless ``t`` is within the tolerance of a predicted step: then it may be that
+            # step's value published a little early, or the one before it published a little
+            # late. With one step since the last value seen, only one of them is new. With
+            # more, the model is left as it is (`energy_at` then counts at least the raw value)
+            # and a later read, away from a step, places it.
+            k_new = math.floor((t - self.anchor_s) / self.period_s)
             tol = self.tolerance_s(t)
-            k_new = math.floor((t + tol - self.anchor_s) / self.period_s)
-            k_low = max(math.floor((t - tol - self.anchor_s) / self.period_s), self.k_last + 1)
-            if k_low < k_new:
-                # A read within the tolerance of a predicted step: the value may be that
-                # step's (published a little early) or the one before (published a little late,
-                # or not seen until now because two steps passed since the last read). The
-                # energy added, at the last period's power, tells which.
-                per_step_j = self.rate_w * self.period_s
-                if per_step_j > 0:
-                    steps = (v - self.v_last) / per_step_j
-                    k_new = min(
-                        range(k_low, k_new + 1), key=lambda k: abs(steps - (k - self.k_last))
-                    )
+            if self.step_time(k_new + 1) - t <= tol:
+                k_new = self._which(k_new, k_new + 1)
+            elif t - self.step_time(k_new) <= tol:
+                k_new = self._which(k_new - 1, k_new)
+            if k_new < 0:
+                return  # ambiguous: decide on a later read
             if k_new <= self.k_last:
                 # A new value where the model says no step can have happened: lock lost.
                 self.unlock()
@@ -160,6 +216,7 @@ class StepModel:
             self.k_prev, self.v_prev = self.k_last, self.v_last
             self.k_last, self.v_last = k_new, v
             self.history.append((k_new, v))
+            self._refresh()
         elif v == self.v_last:
             # No new value. If two whole periods passed, the counter is stepping by zero
             # (an idle device at 0 W), so the power really is zero now.
@@ -167,18 +224,28 @@ class StepModel:
             if k_now >= self.k_last + 2:
                 self.k_prev, self.v_prev = k_now - 1, v
                 self.k_last = k_now
+                self._refresh()
         else:
             self.unlock()  # went backwards: device reset
 
+    def _which(self, k_early: int, k_late: int) -> int:
+        """The step a new value belongs to, between two candidates around a predicted step
+        time; -1 when both are new and it cannot be told. (The energy added does not tell
+        either: on a load that changed by a third within a period, the wrong step matches the
+        last period's power better, and a wrong guess moves every later interpolation by a
+        whole period.)"""
+        return k_late if k_early <= self.k_last else -1
+
     def energy_at(self, t: float, v: float) -> float:
-        """Energy at read time ``t`` given the value ``v`` read then (already observed)."""
-        if not self.locked or v != self.v_last:
+        """Energy at read time ``t`` given the value ``v`` read then (already observed). A new
+        value the model could not place (see `observe`) counts as at least the extrapolation
+        from the last placed one."""
+        view = self.view
+        if view is None:
             return v
-        since = t - self.step_time(self.k_last)
-        # Never extrapolate past one period and a half: if the counter stopped stepping, the
-        # model is wrong and the next observe() unlocks it.
-        since = min(max(since, 0.0), 1.5 * self.period_s)
-        return v + self.rate_w * since
+        if v != view.v_last:
+            return max(v, view.energy_at(t))
+        return view.energy_at(t)
 
     def energy_then(self, t: float, v: float) -> float:
         """Energy at an earlier read time ``t`` that saw value ``v`` before the model was locked:
@@ -229,6 +296,7 @@ class StepModel:
             self.k_prev, self.v_prev = self.k_last, self.v_last
             self.k_last, self.v_last = k, value
             self.history.append((k, value))
+        self._refresh()
 
     @property
     def state(self) -> str:

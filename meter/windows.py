@@ -1,10 +1,16 @@
-"""Windows: spans of time over the ledger, opened by `measure()` (and later the middleware).
+"""Windows: spans of time over the ledger, opened by `measure()` and the middleware, and the
+arithmetic of their boundaries.
 
 A *gross* window sees the whole device energy between its start and end. A *shared* window
 belongs to a `Group`; energy spent while several windows of a group are open is split equally
 among them, through a per-group integral ``S(t) = integral of dE / n(t)`` (n = open windows):
 a window's share is ``S(end) - S(start)``, O(1) per window, and the shares of a group sum to
 the device energy over the time any of them was open.
+
+`read_boundary` takes a window's boundary (a device read where it pays, the published state
+otherwise) and `refine_start` improves a start at the window's exit, when more is known. A
+window reaches its meter through the small `WindowHost` protocol; this module never imports
+`meter.core` (the process default is handed in by `set_default_host`).
 """
 
 from __future__ import annotations
@@ -16,27 +22,97 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
+from meter.ledger import CarbonState, Ledger
 from meter.measurement import Measurement
-
-if TYPE_CHECKING:
-    from meter.core import Meter
+from meter.results import MeasurementBuilder
 
 log = logging.getLogger("meter")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Boundary(NamedTuple):
+    """A window boundary: the time, and per device (ledger order) the joules then, the raw
+    counter value of a counter not yet phase-locked (else None), and the carbon state."""
+
+    t: float
+    energy_j: tuple[float, ...]
+    raw_j: tuple[float | None, ...]
+    carbon: tuple[CarbonState, ...]
+
+
+def read_boundary(ledger: Ledger, read: bool) -> Boundary:
+    """Every device at one instant: read where it pays and ``read``, else from the published
+    state (`meter.ledger.Track.boundary`)."""
+    t = ledger.clock()
+    parts = [track.boundary(t, read) for track in ledger.tracks]
+    return Boundary(
+        t,
+        tuple(p.energy_j for p in parts),
+        tuple(p.raw_j for p in parts),
+        tuple(p.carbon for p in parts),
+    )
+
+
+def refine_start(ledger: Ledger, start: Boundary, read: bool) -> tuple[float, ...]:
+    """A window's start joules improved at its exit, now that more is known: phase-locked
+    counters are interpolated between the values published around the start (or, read before
+    their lock existed, re-interpolated from that read); power devices that were not read at
+    the start are interpolated between the samples around it instead of extrapolated."""
+    past: tuple[float, ...] | None = None
+    out = list(start.energy_j)
+    for i, track in enumerate(ledger.tracks):
+        raw = start.raw_j[i] if i < len(start.raw_j) else None
+        if track.snapshot().stepping or raw is not None:
+            better = track.retro_energy(start.t, raw)
+            if better is not None:
+                out[i] = better
+        elif not track.info.counter and not (read and track.reads_at_boundaries):
+            # (A power device read at the boundary already has its figure from that read.)
+            if past is None:
+                past = ledger.energy_at_past(start.t)
+            if past is not None:
+                out[i] = past[i]
+    return tuple(out)
+
+
+class WindowHost(Protocol):
+    """What a window needs from its meter (`meter.Meter` is one)."""
+
+    ledger: Ledger
+    results: MeasurementBuilder
+    sync_cuda: bool
+
+    def start(self) -> Any: ...
+
+    def synchronize(self) -> None: ...
+
+    def group(self, name: str) -> Group: ...
+
+    def record(self, m: Measurement) -> None: ...
+
+
+#: Returns the process default meter (set by `meter.core`, which owns it).
+_default_host: Callable[[], WindowHost] | None = None
+
+
+def set_default_host(factory: Callable[[], WindowHost]) -> None:
+    """Where windows without a ``meter=`` find theirs (`meter.core.get_meter`)."""
+    global _default_host
+    _default_host = factory
+
+
 class Group:
     """Windows that share the devices (e.g. concurrent requests of one server)."""
 
-    def __init__(self, name: str, meter: Meter) -> None:
+    def __init__(self, name: str, ledger: Ledger) -> None:
         self.name = name
-        self.meter = meter
+        self.ledger = ledger
         self._lock = threading.Lock()
         self.open_windows = 0
-        n = len(meter.ledger.tracks)
+        n = len(ledger.tracks)
         self._share = [0.0] * n  # S(t) per device
         self._time_share = 0.0  # integral of dt / n(t): a window's share of the time
         self._last_energy: tuple[float, ...] = (0.0,) * n
@@ -64,14 +140,14 @@ class Group:
     def enter(self, read: bool) -> tuple[float, tuple[float, ...], float]:
         """Open one window: returns (time, S per device, time share) at its start."""
         with self._lock:
-            t, energies = self.meter.ledger.snapshot(read)
+            t, energies = self.ledger.energies_at(read)
             self._advance(t, energies)
             self.open_windows += 1
             return t, tuple(self._share), self._time_share
 
     def exit(self, read: bool) -> tuple[float, tuple[float, ...], float]:
         with self._lock:
-            t, energies = self.meter.ledger.snapshot(read)
+            t, energies = self.ledger.energies_at(read)
             self._advance(t, energies)
             self.open_windows = max(self.open_windows - 1, 0)
             return t, tuple(self._share), self._time_share
@@ -87,7 +163,7 @@ class Window:
         self,
         name: str | None = None,
         *,
-        meter: Meter | None = None,
+        meter: WindowHost | None = None,
         group: str | None = None,
         sync_cuda: bool | None = None,
         read_devices: bool = True,
@@ -102,15 +178,14 @@ class Window:
         #: The `Measurement`, set when the window closes (None while open or if metering failed).
         self.result: Measurement | None = None
         self._started = False
-        self._t0 = 0.0
         self._wall0 = 0.0
-        self._e0: tuple[float, ...] = ()
-        self._raw0: tuple[float | None, ...] = ()
-        self._s0: tuple[float, ...] = ()
+        self._start: Boundary | None = None  # a gross window's start
+        self._t0 = 0.0
+        self._s0: tuple[float, ...] = ()  # a shared window's group integral at its start
         self._ts0 = 0.0
-        self._c0: tuple[tuple[float, float, float], ...] = ()
+        self._c0: tuple[CarbonState, ...] = ()
         self._group: Group | None = None
-        self._live_meter: Meter | None = None
+        self._live_meter: WindowHost | None = None
 
     # -- decorator ---------------------------------------------------------------------------
 
@@ -169,6 +244,13 @@ class Window:
 
     # -- start / stop ------------------------------------------------------------------------
 
+    def _host(self) -> WindowHost:
+        if self._meter is not None:
+            return self._meter
+        if _default_host is None:
+            raise RuntimeError("meter.windows: no default meter; import meter first")
+        return _default_host()  # may raise ConfigError: bad configuration fails fast
+
     def start(self) -> None:
         """Open the window. Metering errors are logged, never raised into the user's code
         (bad configuration is the exception: it fails fast when the meter is built)."""
@@ -179,11 +261,7 @@ class Window:
             )
         self._started = True
         self.result = None
-        meter = self._meter
-        if meter is None:
-            from meter.core import get_meter
-
-            meter = get_meter()  # may raise ConfigError: bad configuration fails fast
+        meter = self._host()
         try:
             meter.start()
             self._live_meter = meter
@@ -192,10 +270,11 @@ class Window:
             self._wall0 = time.time()
             if self.group is not None:
                 self._group = meter.group(self.group)
-                self._c0 = meter.ledger.carbon_state()
+                self._c0 = meter.ledger.carbon_states()
                 self._t0, self._s0, self._ts0 = self._group.enter(self.read_devices)
             else:
-                self._t0, self._e0, self._raw0, self._c0 = meter.boundary(self.read_devices)
+                self._start = read_boundary(meter.ledger, self.read_devices)
+                self._t0, self._c0 = self._start.t, self._start.carbon
         except Exception:
             log.warning(
                 "meter: could not open window %r; the block runs unmetered",
@@ -217,14 +296,16 @@ class Window:
             idle_time: float | None = None
             if self._group is not None:
                 t1, s1, ts1 = self._group.exit(self.read_devices)
-                c1 = meter.ledger.carbon_state()
+                c1 = meter.ledger.carbon_states()
                 energies = tuple(b - a for a, b in zip(self._s0, s1, strict=True))
                 idle_time = ts1 - self._ts0  # this window's share of the busy time
             else:
-                t1, e1, _, c1 = meter.boundary(self.read_devices)
-                e0 = meter.retro_start(self._t0, self._e0, self._raw0, self.read_devices)
-                energies = tuple(max(b - a, 0.0) for a, b in zip(e0, e1, strict=True))
-            result = meter.build_measurement(
+                assert self._start is not None
+                end = read_boundary(meter.ledger, self.read_devices)
+                t1, c1 = end.t, end.carbon
+                e0 = refine_start(meter.ledger, self._start, self.read_devices)
+                energies = tuple(max(b - a, 0.0) for a, b in zip(e0, end.energy_j, strict=True))
+            result = meter.results.build(
                 name=self.name or "window",
                 t0=self._t0,
                 t1=t1,
@@ -248,7 +329,7 @@ class Window:
                 log.warning("meter: on_result callback failed", exc_info=True)
         return result
 
-    def _want_sync(self, meter: Meter) -> bool:
+    def _want_sync(self, meter: WindowHost) -> bool:
         return meter.sync_cuda if self.sync_cuda is None else self.sync_cuda
 
     def __repr__(self) -> str:

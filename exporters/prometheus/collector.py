@@ -1,11 +1,11 @@
 """`MeterCollector`: a Prometheus custom collector that builds meter's metrics at scrape time.
 
-A scrape never reads a device and never waits on one: it reads the floats the sampler thread
-keeps in the ledger (``track.energy_j``, ``power_w``, ``t_last``, ...) without taking the
-tracks' locks, because the sampler holds a track's lock while it is inside an NVML or RAPL call
-and a hung driver call must not hang ``/metrics``. Each float read is atomic; a scrape that
-lands between two of the sampler's writes sees values at most one sample interval apart, and
-the per-series high-water mark below keeps every counter monotonic anyway.
+A scrape never reads a device and never waits on one: it reads each track's published snapshot
+(`meter.ledger.Track.snapshot`), replaced whole by the sampler after every read, so a hung
+driver call cannot hang ``/metrics`` and no scrape sees a torn state. The figures are those of
+the sampler's latest tick (at most one sampling interval old), not carried forward: the ledger
+never steps back, so every counter exposed is monotonic without any bookkeeping here, and no
+joule is exposed before it was measured.
 
 Metric names are a contract with the Grafana dashboard and with users (see `METRICS`).
 """
@@ -13,7 +13,6 @@ Metric names are a contract with the Grafana dashboard and with users (see `METR
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -27,11 +26,6 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 
 if TYPE_CHECKING:
     from meter.core import Meter
-    from meter.ledger import Track
-
-#: How far a device's last reading is carried forward with its last power, at most. Matches
-#: `meter.ledger.Track.energy_now`: a stalled sampler does not make the counters run on forever.
-MAX_EXTRAPOLATION_S = 2.0
 
 #: Every metric the collector exposes: name -> (type, labels). ``meter_info`` is an info metric
 #: (rendered as the gauge ``meter_info`` with value 1).
@@ -59,6 +53,11 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+def _counter(value: float) -> float:
+    """A finite, non-negative figure (counters and power never show NaN or below zero)."""
+    return max(_finite(value), 0.0)
+
+
 class MeterCollector:
     """Expose a `Meter` to Prometheus, built at scrape time from the sampler's latest values.
 
@@ -76,50 +75,11 @@ class MeterCollector:
     def __init__(self, meter: Meter, *, include_windows: bool = True) -> None:
         self.meter = meter
         self.include_windows = include_windows
-        self._lock = threading.Lock()  # guards _high only; never held around a device
-        self._high: dict[tuple[str, str], float] = {}
 
     def describe(self) -> list[Metric]:
         """Nothing: registering the collector must not run a collection (the metric set is
         dynamic: devices, windows, zones)."""
         return []
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _monotonic(self, metric: str, key: str, value: float) -> float:
-        """``value``, never below what this collector exposed before for the same series."""
-        series = (metric, key)
-        value = max(_finite(value), 0.0)
-        with self._lock:
-            high = self._high.get(series, 0.0)
-            if value < high:
-                return high
-            self._high[series] = value
-            return value
-
-    def _latest(self, track: Track, now: float) -> tuple[float, float, float, float]:
-        """(joules, location g, market g, watts) of one track now, without its lock: the
-        sampler's latest values carried forward to ``now`` with the latest power, like
-        `meter.ledger.Track.energy_now` (without its device read)."""
-        energy, co2e, market = 0.0, 0.0, 0.0
-        power = 0.0
-        t_last: float | None = None
-        for _ in range(3):  # retry if the sampler moved on while we read (rare, bounded)
-            t_last = track.t_last
-            energy, co2e, market = track.energy_j, track.co2e_g, track.co2e_market_g
-            power = track.power_w
-            if track.t_last == t_last:
-                break
-        if track.error is not None or t_last is None:
-            return energy, co2e, market, power
-        extra = power * min(max(now - t_last, 0.0), MAX_EXTRAPOLATION_S)
-        rate = track.rate
-        if extra > 0 and rate is not None:
-            loc, mkt = rate.rates
-            co2e += extra * loc
-            if mkt is not None:
-                market += extra * mkt
-        return energy + extra, co2e, market, power
 
     # -- collect -----------------------------------------------------------------------------
 
@@ -132,7 +92,6 @@ class MeterCollector:
         tracks = list(meter.ledger.tracks)
         started = meter.started_at is not None
         base = meter.start_state if started else ()
-        now = meter.clock()
 
         info = InfoMetricFamily("meter", "meter build and configuration", labels=[])
         info.add_metric(
@@ -171,27 +130,29 @@ class MeterCollector:
         for i, track in enumerate(tracks):
             info_ = track.info
             key = info_.key
+            snap = track.snapshot()
             labels = [key, info_.kind, info_.model, info_.uuid or "", info_.method]
-            up.add_metric([key], 0.0 if track.error is not None else 1.0)
-            errors.add_metric([key], float(track.read_errors))
+            up.add_metric([key], 0.0 if snap.error is not None else 1.0)
+            errors.add_metric([key], float(snap.read_errors))
             if not started or i >= len(base):
                 continue
-            e, g_loc, g_mkt, watts = self._latest(track, now)
             e0, g0, m0 = base[i]
-            used = e - e0
+            used = snap.energy_j - e0
+            watts = snap.power_w
             correction = meter.corrections[i] if i < len(meter.corrections) else None
             if correction is not None:  # asked for with gpu_correction; noted on the device
-                used = correction.energy_j(used, now - (meter.started_at or now))
+                elapsed = (snap.t or 0.0) - (meter.started_at or 0.0)
+                used = correction.energy_j(used, elapsed)
                 watts = correction.power_w(watts)
-            energy.add_metric(labels, self._monotonic("energy", key, used))
-            if track.error is None:
-                power.add_metric(labels, max(_finite(watts), 0.0))
+            energy.add_metric(labels, _counter(used))
+            if snap.error is None:
+                power.add_metric(labels, _counter(watts))
             if accountant is not None:
-                co2e.add_metric([key, "location"], self._monotonic("location", key, g_loc - g0))
+                co2e.add_metric([key, "location"], _counter(snap.co2e_g - g0))
                 if market_on:
-                    co2e.add_metric([key, "market"], self._monotonic("market", key, g_mkt - m0))
+                    co2e.add_metric([key, "market"], _counter(snap.co2e_market_g - m0))
             if key in embodied:
-                co2e.add_metric([key, "embodied"], self._monotonic("embodied", key, embodied[key]))
+                co2e.add_metric([key, "embodied"], _counter(embodied[key]))
         yield energy
         yield power
         yield co2e

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ __all__ = [
     "Reading",
     "Unavailable",
     "discover",
+    "simulated_nvml",
 ]
 
 
@@ -70,6 +72,8 @@ def discover(
     from meter.devices import nvml as nvml_devices
 
     found = Discovery()
+    if nvml is None:
+        nvml = simulated_nvml()
     if ranks is None:
         ranks = rank_rules.from_env()
     if ranks is not None and ranks.distributed:
@@ -98,6 +102,24 @@ def discover(
                 f"measured: {why}. Run `meter devices` for the fix."
             )
     return found
+
+
+def simulated_nvml() -> Any:
+    """The fake NVML of the simulated GPUs in use, or None for the real GPUs: the one
+    `meter.testing.simulated_gpus` installed, else one for ``METER_SIMULATE_GPUS`` (shared by
+    every meter of the process; a bad value raises `ConfigError`). This is where simulated GPUs
+    enter: the NVML device code never looks for them."""
+    testing = sys.modules.get("meter.testing.nvml")  # nothing can be installed before import
+    if testing is not None:
+        installed = testing.installed_nvml()
+        if installed is not None:
+            return installed
+    value = os.environ.get("METER_SIMULATE_GPUS", "").strip()
+    if not value:
+        return None
+    from meter.testing.nvml import nvml_for_env
+
+    return nvml_for_env(value)
 
 
 def _open_rank_gpus(

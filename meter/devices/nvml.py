@@ -1,15 +1,15 @@
 """NVIDIA GPUs through NVML: the energy counter where the board has one, power readings otherwise.
 
 The same code runs on real GPUs (``pynvml``) and on simulated ones (`meter.testing.nvml`): the
-NVML module is a parameter, and `load_nvml` picks it (a test override, ``METER_SIMULATE_GPUS``,
-or the real library).
+NVML module is a parameter of `open_gpus` (default: the real library, `load_nvml`). Simulated
+GPUs (``METER_SIMULATE_GPUS``, `meter.testing.simulated_gpus`) enter through
+`meter.devices.discover`.
 
-    >>> from meter.testing.nvml import simulated_gpus
-    >>> with simulated_gpus([300.0]):
-    ...     gpus, unavailable, warnings = open_gpus(visible=None)
-    ...     gpu = gpus[0]
-    ...     energy_j = gpu.read().energy_j  # joules since open
-    ...     gpu.close()
+    >>> from meter.testing.nvml import FakeNVML, SimulatedGPU
+    >>> gpus, unavailable, warnings = open_gpus(nvml=FakeNVML([SimulatedGPU(300.0)]), visible=None)
+    >>> gpu = gpus[0]
+    >>> energy_j = gpu.read().energy_j  # joules since open
+    >>> gpu.close()
     >>> gpu.info.key, gpu.info.method, gpu.info.counter
     ('gpu:0', 'simulated', True)
 
@@ -40,16 +40,8 @@ __all__ = [
     "resolve_visible",
 ]
 
-#: A module-like object with the pynvml API (the real ``pynvml``, or a `FakeNVML`) to use
-#: instead of loading one. Set by `meter.testing.nvml.simulated_gpus`.
-_override: Any | None = None
-
 SIMULATE_ENV: Final = "METER_SIMULATE_GPUS"
 _SIMULATE_HINT: Final = f"set {SIMULATE_ENV}=300 to try meter on simulated GPUs"
-
-# One FakeNVML per METER_SIMULATE_GPUS value, so every load in a process shares the simulators.
-_simulated: dict[str, Any] = {}
-_simulated_lock = threading.Lock()
 
 
 class _Env(enum.Enum):
@@ -108,19 +100,6 @@ def _init(nvml: Any) -> tuple[str, str] | None:
 
 
 def _load() -> tuple[Any | None, tuple[str, str] | None]:
-    if _override is not None:
-        failure = _init(_override)
-        return (None, failure) if failure else (_override, None)
-    simulate = os.environ.get(SIMULATE_ENV, "").strip()
-    if simulate:
-        with _simulated_lock:
-            nvml = _simulated.get(simulate)
-            if nvml is None:
-                from meter.testing.nvml import FakeNVML, parse_simulate_env
-
-                nvml = _simulated[simulate] = FakeNVML(parse_simulate_env(simulate))
-        failure = _init(nvml)
-        return (None, failure) if failure else (nvml, None)
     try:
         import pynvml
     except ImportError as error:
@@ -133,11 +112,8 @@ def _load() -> tuple[Any | None, tuple[str, str] | None]:
 
 
 def load_nvml() -> tuple[Any | None, str | None]:
-    """The NVML module to use, initialised, or ``(None, why and how to fix it)``.
-
-    In order: the test override (``_override``, set by `meter.testing.nvml.simulated_gpus`);
-    simulated GPUs when ``METER_SIMULATE_GPUS`` is set (one shared `FakeNVML` per value; a bad
-    value raises `ConfigError`); else the real ``pynvml`` after ``nvmlInit()``.
+    """The real ``pynvml``, initialised, or ``(None, why and how to fix it)``. (Simulated GPUs
+    enter through `meter.devices.discover`, which hands their fake NVML to `open_gpus`.)
 
         >>> nvml, reason = load_nvml()
         >>> nvml is not None or "METER_SIMULATE_GPUS" in reason
@@ -511,7 +487,8 @@ def open_gpus(
 ) -> tuple[list[NvmlGpu], list[Unavailable], list[str]]:
     """Open the CUDA-visible GPUs: ``(devices, unavailable, warnings)``.
 
-    ``nvml``: a pynvml-like module (default: `load_nvml`); it is initialised here. When NVML
+    ``nvml``: a pynvml-like module (default: the real one, `load_nvml`); it is initialised
+    here. When NVML
     cannot be loaded the result is no devices and one `Unavailable` saying why and how to fix
     it, never an exception. ``visible``: a ``CUDA_VISIBLE_DEVICES`` value (default: the
     environment's; ``None`` means every GPU). ``select``: CUDA ordinals to open among the

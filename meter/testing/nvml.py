@@ -317,28 +317,49 @@ def _simulated_uuid(index: int) -> str:
     return f"GPU-51m00000-0000-0000-0000-{index:012d}"
 
 
+#: The fake NVML `simulated_gpus` installed (what `meter.devices.discover` uses), or None.
+_installed: FakeNVML | None = None
+# One FakeNVML per METER_SIMULATE_GPUS value, so every meter in a process shares the simulators.
+_from_env: dict[str, FakeNVML] = {}
+_from_env_lock = threading.Lock()
+
+
+def installed_nvml() -> FakeNVML | None:
+    """The fake NVML installed by `simulated_gpus`, if one is."""
+    return _installed
+
+
+def nvml_for_env(value: str) -> FakeNVML:
+    """The fake NVML for a ``METER_SIMULATE_GPUS`` value: one per value in the process (a
+    replay goes on across meters). A bad value raises `ConfigError`."""
+    with _from_env_lock:
+        fake = _from_env.get(value)
+        if fake is None:
+            fake = _from_env[value] = FakeNVML(parse_simulate_env(value))
+        return fake
+
+
 @contextlib.contextmanager
 def simulated_gpus(gpus: Sequence[SimulatedGPU | float]) -> Iterator[FakeNVML]:
     """Run the real GPU device code on simulated GPUs inside the ``with`` block.
 
-    Installs a `FakeNVML` as ``meter.devices.nvml._override`` and restores the previous value on
-    exit. A float means ``SimulatedGPU(power_w=that)``.
+    Installs a `FakeNVML` that `meter.devices.discover` (hence every `Meter` built in the block)
+    uses, and restores the previous one on exit. A float means ``SimulatedGPU(power_w=that)``.
 
-        >>> from meter.devices.nvml import open_gpus
+        >>> from meter.devices import discover
         >>> with simulated_gpus([300.0, 150.0]) as nvml:
-        ...     gpus, _, _ = open_gpus(visible=None)
-        ...     [g.info.key for g in gpus]
+        ...     found = discover(cpu=False)
+        ...     [d.info.key for d in found.devices]
         ['gpu:0', 'gpu:1']
     """
-    from meter.devices import nvml as nvml_devices
-
+    global _installed
     fake = FakeNVML(_as_gpus(gpus))
-    previous = nvml_devices._override
-    nvml_devices._override = fake
+    previous = _installed
+    _installed = fake
     try:
         yield fake
     finally:
-        nvml_devices._override = previous
+        _installed = previous
 
 
 _ENV_EXAMPLE = "METER_SIMULATE_GPUS=300,150"

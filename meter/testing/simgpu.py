@@ -76,6 +76,13 @@ class _InjectedError:
     calls: frozenset[str] | None
 
 
+@dataclass(frozen=True)
+class _InjectedHang:
+    release: threading.Event
+    calls: frozenset[str] | None
+    timeout_s: float
+
+
 class PowerTrace(Protocol):
     """A recorded power trace to use as a board's true power (`meter.testing.traces.TracePower`):
     watts and cumulative joules as functions of seconds since the replay started."""
@@ -521,6 +528,7 @@ class SimulatedGPU:
             self._loop_s = getattr(trace, "loop_s", None)
         self._lock = threading.Lock()
         self._errors: list[_InjectedError] = []
+        self._hangs: list[_InjectedHang] = []
         self._counter_high_mj = 0
         self._loop_noted = False
         self.created_s = clock()
@@ -636,15 +644,39 @@ class SimulatedGPU:
             self._errors.append(_InjectedError(code, since, names))
 
     def clear_errors(self) -> None:
-        """Remove every injected error."""
+        """Remove every injected error and release every injected hang."""
         with self._lock:
             self._errors.clear()
+            hangs, self._hangs = self._hangs, []
+        for hang in hangs:
+            hang.release.set()
+
+    def inject_hang(
+        self,
+        release: threading.Event | None = None,
+        *,
+        calls: Iterable[str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> threading.Event:
+        """Make NVML calls on this GPU hang, like a driver that stops answering, until
+        ``release`` is set (returned; a new one by default) or ``timeout_s`` passes. It hits
+        every call, or only the NVML functions named in ``calls``, made from now on. A hung
+        call holds the board, so other calls on this GPU wait behind it, as on a real driver.
+        `clear_errors` releases it too."""
+        event = release if release is not None else threading.Event()
+        names = None if calls is None else frozenset(calls)
+        with self._lock:
+            self._hangs.append(_InjectedHang(event, names, timeout_s))
+        return event
 
     # -- what NVML reads (called by FakeNVML; the caller holds ``_lock``) --------------------
 
     def _enter(self, function: str) -> float:
         """Count an NVML call, raise an injected error if one applies; return the clock time."""
         self.calls[function] += 1
+        for hang in self._hangs:
+            if not hang.release.is_set() and (hang.calls is None or function in hang.calls):
+                hang.release.wait(hang.timeout_s)  # holding the board, as a hung driver does
         now = self.clock()
         for error in self._errors:
             if now >= error.since and (error.calls is None or function in error.calls):

@@ -144,20 +144,29 @@ def test_no_nvml_call_during_a_scrape(meter_factory):
 
 
 def test_a_scrape_never_waits_for_a_hung_device(meter_factory):
-    """The sampler holds a track's lock while it is inside NVML: a hung call must not hang
-    /metrics."""
-    m = meter_factory(300.0)
+    """A driver call that never returns (the sampler is stuck inside it, holding the device)
+    must not hang /metrics."""
+    gpu = SimulatedGPU(300.0)
+    m = meter_factory(gpu)
     registry = make_registry(m)
-    track = m.ledger.tracks[0]
+    m.wait_ready()
+    calls = sum(gpu.calls.values())
+    release = gpu.inject_hang()  # the sampler's next NVML call does not return
     done = threading.Event()
-    with track.lock:  # as if the sampler were stuck in nvmlDeviceGetTotalEnergyConsumption
+    try:
+        deadline = time.monotonic() + 2.0
+        while sum(gpu.calls.values()) == calls and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the sampler is inside the hung call
+        assert sum(gpu.calls.values()) > calls, "the sampler never called the device"
 
         def scrape() -> None:
             generate_latest(registry)
             done.set()
 
         threading.Thread(target=scrape, daemon=True).start()
-        assert done.wait(2.0), "the scrape blocked on the device lock"
+        assert done.wait(2.0), "the scrape blocked on the hung device"
+    finally:
+        release.set()
 
 
 def test_counters_stay_monotonic_while_power_drops(meter_factory):
@@ -259,7 +268,7 @@ def test_a_failed_device_is_flagged_and_its_counter_frozen(meter_factory):
     time.sleep(0.2)
     gpus[1].inject_error("gpu_lost")
     deadline = time.monotonic() + 2
-    while m.ledger.tracks[1].error is None and time.monotonic() < deadline:
+    while m.ledger.tracks[1].snapshot().error is None and time.monotonic() < deadline:
         time.sleep(0.02)
     frozen = by_device(registry, "meter_energy_joules_total")["gpu:1"]
     time.sleep(0.2)

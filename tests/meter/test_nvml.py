@@ -12,7 +12,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from meter.devices import nvml as nvml_devices
+from meter.devices import discover, simulated_nvml
 from meter.devices.base import Device, DeviceInfo, Reading
 from meter.devices.nvml import (
     NvmlGpu,
@@ -22,6 +22,7 @@ from meter.devices.nvml import (
     resolve_visible,
 )
 from meter.errors import ConfigError, DeviceError
+from meter.testing import nvml as testing_nvml
 from meter.testing.nvml import FakeNVML, SimulatedGPU, simulated_gpus
 
 MIG_A = "MIG-aaaaaaaa-1111-2222-3333-444444444444"
@@ -31,8 +32,8 @@ MIG_B = "MIG-bbbbbbbb-1111-2222-3333-444444444444"
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No override, no simulation switch and no CUDA settings leak in from the machine."""
-    monkeypatch.setattr(nvml_devices, "_override", None)
-    monkeypatch.setattr(nvml_devices, "_simulated", {})
+    monkeypatch.setattr(testing_nvml, "_installed", None)
+    monkeypatch.setattr(testing_nvml, "_from_env", {})
     for name in ("METER_SIMULATE_GPUS", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):
         monkeypatch.delenv(name, raising=False)
     yield
@@ -366,47 +367,50 @@ def test_load_nvml_package_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert reason is not None and "pip install nvidia-ml-py" in reason
 
 
-def test_load_nvml_prefers_the_override_and_initialises_it() -> None:
+def test_discovery_uses_the_installed_simulator_and_initialises_it() -> None:
     with simulated_gpus([300.0]) as fake:
-        nvml, reason = load_nvml()
-        assert nvml is fake and reason is None
+        assert simulated_nvml() is fake
+        found = discover(cpu=False)
+        assert [d.info.key for d in found.devices] == ["gpu:0"]
         assert fake.initialized
-    nvml_devices._override = FakeNVML([], fail_init="driver_not_loaded")
-    nvml, reason = load_nvml()
-    assert nvml is None and reason is not None and "Driver Not Loaded" in reason
+    assert simulated_nvml() is None  # the real GPUs again
+    with simulated_gpus([]) as fake:
+        testing_nvml._installed = FakeNVML([], fail_init="driver_not_loaded")
+        found = discover(cpu=False)
+        assert not found.devices and "Driver Not Loaded" in found.unavailable[0].reason
 
 
 def test_simulated_gpus_run_the_real_device_code() -> None:
     with simulated_gpus([300.0, SimulatedGPU(120.0, energy_counter=False)]):
-        gpus, unavailable, warnings = open_gpus(visible=None)
-    assert not unavailable and not warnings
-    assert keys_and_indices(gpus) == [("gpu:0", 0), ("gpu:1", 1)]
+        gpus = discover(cpu=False).devices
+    assert [(g.info.key, g.info.index) for g in gpus] == [("gpu:0", 0), ("gpu:1", 1)]
     assert [g.info.method for g in gpus] == ["simulated", "simulated"]
     assert gpus[1].read() == Reading(power_w=120.0)
 
 
 def test_meter_simulate_gpus_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METER_SIMULATE_GPUS", "300, 150:sampled")
-    gpus, unavailable, warnings = open_gpus()
-    assert not unavailable and not warnings
+    found = discover(cpu=False)
+    assert not found.unavailable and not found.warnings
+    gpus = found.devices
     assert [(g.info.key, g.info.counter, g.info.method) for g in gpus] == [
         ("gpu:0", True, "simulated"),
         ("gpu:1", False, "simulated"),
     ]
     assert gpus[1].info.uuid == "GPU-51m00000-0000-0000-0000-000000000001"
     assert gpus[1].read() == Reading(power_w=150.0)
-    first, _ = load_nvml()
-    second, _ = load_nvml()
+    first, second = simulated_nvml(), simulated_nvml()
     assert first is second and getattr(first, "simulated", False)  # one shared simulator
     monkeypatch.setenv("METER_SIMULATE_GPUS", "300")
-    third, _ = load_nvml()
-    assert third is not first
+    assert simulated_nvml() is not first
+    # The NVML device module itself only ever loads the real library.
+    assert load_nvml()[0] is None or not getattr(load_nvml()[0], "simulated", False)
 
 
 def test_meter_simulate_gpus_bad_value_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METER_SIMULATE_GPUS", "300,lots")
     with pytest.raises(ConfigError, match="'lots' is not a number of watts") as raised:
-        open_gpus()
+        discover(cpu=False)
     assert raised.value.setting == "METER_SIMULATE_GPUS"
     assert "METER_SIMULATE_GPUS=300,150" in str(raised.value)
 

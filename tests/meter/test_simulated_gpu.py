@@ -9,9 +9,14 @@ import time
 import pynvml
 import pytest
 
-from meter.devices import nvml as nvml_devices
 from meter.errors import ConfigError
-from meter.testing.nvml import FakeNVML, SimulatedGPU, parse_simulate_env, simulated_gpus
+from meter.testing.nvml import (
+    FakeNVML,
+    SimulatedGPU,
+    installed_nvml,
+    parse_simulate_env,
+    simulated_gpus,
+)
 
 
 class ManualClock:
@@ -423,21 +428,21 @@ def test_parse_simulate_env_bad_values(value: str, problem: str) -> None:
     assert "METER_SIMULATE_GPUS=300,150" in str(raised.value)
 
 
-def test_simulated_gpus_installs_and_restores_the_override() -> None:
-    before = nvml_devices._override
+def test_simulated_gpus_installs_and_restores_the_simulator() -> None:
+    before = installed_nvml()
     with simulated_gpus([300.0, SimulatedGPU(75.0, energy_counter=False)]) as nvml:
-        assert nvml_devices._override is nvml
+        assert installed_nvml() is nvml
         assert isinstance(nvml, FakeNVML)
         assert [g.power_at() for g in nvml.gpus] == [300.0, 75.0]
         assert nvml.gpus[0].uuid == "GPU-51m00000-0000-0000-0000-000000000000"
         with simulated_gpus([1.0]) as inner:
-            assert nvml_devices._override is inner
-        assert nvml_devices._override is nvml
-    assert nvml_devices._override is before
+            assert installed_nvml() is inner
+        assert installed_nvml() is nvml
+    assert installed_nvml() is before
 
 
-def test_simulated_gpus_restores_the_override_after_an_exception() -> None:
-    before = nvml_devices._override
+def test_simulated_gpus_restores_the_simulator_after_an_exception() -> None:
+    before = installed_nvml()
     with pytest.raises(RuntimeError), simulated_gpus([300.0]):
         raise RuntimeError("boom")
-    assert nvml_devices._override is before
+    assert installed_nvml() is before

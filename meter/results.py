@@ -1,0 +1,166 @@
+"""Building a window's `Measurement` from the per-device joules its boundaries gave.
+
+`MeasurementBuilder` holds what a result needs besides the window's own figures: how each device
+measures (from the ledger's published snapshots), idle baselines, carbon accounting, embodied
+emissions and sensor corrections. It reads published state only: no device call, no lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from meter.ledger import CarbonState, Ledger
+from meter.measurement import DeviceMeasurement, Measurement
+
+if TYPE_CHECKING:
+    from meter.carbon.accounting import Accountant, CarbonRate
+    from meter.carbon.embodied import Embodied
+    from meter.devices.corrections import SensorCorrection
+
+__all__ = ["MeasurementBuilder", "price"]
+
+
+def price(
+    energy_j: float, c0: CarbonState, c1: CarbonState, rate: CarbonRate | None
+) -> tuple[float, float]:
+    """(location, market) CO2e grams of a window's energy at the mean rate the ledger priced
+    its span with (so intensity changes inside the window count per sample interval); at the
+    current rate when the ledger saw no energy over the span."""
+    de = c1.energy_j - c0.energy_j
+    if de > 1e-12:
+        return (
+            energy_j * (c1.co2e_g - c0.co2e_g) / de,
+            energy_j * (c1.co2e_market_g - c0.co2e_market_g) / de,
+        )
+    loc, market = rate.rates if rate is not None else (0.0, None)
+    return energy_j * loc, energy_j * (market or 0.0)
+
+
+class MeasurementBuilder:
+    """Turns a window's per-device joules into a `Measurement`."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        interval_s: float,
+        idle_power_w: Mapping[str, float],
+        accountant: Accountant | None,
+        embodied: Mapping[str, Embodied],
+        corrections: Sequence[SensorCorrection | None],
+    ) -> None:
+        self.ledger = ledger
+        self.interval_s = interval_s
+        self.idle_power_w = idle_power_w  # the meter's dict: later calibrations show here
+        self.accountant = accountant
+        self.embodied = embodied
+        self.corrections = tuple(corrections)
+
+    def build(
+        self,
+        *,
+        name: str,
+        t0: float,
+        t1: float,
+        wall0: float,
+        energies: Sequence[float],
+        idle_time_s: float | None,
+        group: str | None,
+        error: str | None,
+        carbon0: Sequence[CarbonState] = (),
+        carbon1: Sequence[CarbonState] = (),
+    ) -> Measurement:
+        """The `Measurement` of a window from ``t0`` to ``t1`` (monotonic) that started at wall
+        time ``wall0``, with ``energies`` per device (ledger order). ``idle_time_s`` is a shared
+        window's share of the busy time (None: the whole duration). ``carbon0``/``carbon1``
+        are the devices' carbon states at the boundaries (empty: no CO2e)."""
+        duration = max(t1 - t0, 0.0)
+        span = duration if idle_time_s is None else idle_time_s
+        ledger = self.ledger
+        accountant = self.accountant
+        have_carbon = accountant is not None and len(carbon0) == len(carbon1) == len(energies)
+        have_market = have_carbon and accountant is not None and accountant.market is not None
+        co2e_total = market_total = embodied_total = 0.0
+        peaks = ledger.peak_power(t0, t1)
+        devices: dict[str, DeviceMeasurement] = {}
+        total = 0.0
+        dynamic_total = 0.0
+        have_idle = False
+        any_approx = False
+        for i, track in enumerate(ledger.tracks):
+            info = track.info
+            snap = track.snapshot()
+            energy = energies[i]
+            approximate = False
+            if snap.stepping:
+                period = snap.steps.period_s if snap.steps is not None else None
+                if period is None:
+                    approximate = True
+                    if energy <= 0 and duration > 0 and snap.power_w > 0:
+                        # Never read 0 J for a window shorter than the counter's update period.
+                        energy = snap.power_w * duration
+                elif duration < period:
+                    approximate = True
+            elif not info.counter and duration < 2 * self.interval_s:
+                # Power readings integrated over fewer than two sample intervals.
+                approximate = True
+            peak = peaks[i]
+            correction = self.corrections[i] if i < len(self.corrections) else None
+            if correction is not None:
+                energy = correction.energy_j(energy, span)
+                peak = correction.power_w(peak)
+            avg = energy / duration if duration > 0 else 0.0
+            idle_w = self.idle_power_w.get(info.key)
+            dynamic = None if idle_w is None else max(energy - idle_w * span, 0.0)
+            co2e = market = None
+            if have_carbon:
+                co2e, market = price(energy, carbon0[i], carbon1[i], ledger.rate)
+                if not have_market:
+                    market = None
+            emb = self.embodied.get(info.key)
+            embodied_g = None if emb is None else emb.g_per_s * span
+            devices[info.key] = DeviceMeasurement(
+                energy_j=energy,
+                avg_power_w=avg,
+                peak_power_w=max(peak, avg),
+                method=info.method,
+                model=info.model,
+                approximate=approximate,
+                idle_power_w=idle_w,
+                dynamic_energy_j=dynamic,
+                counted=info.counted,
+                error=snap.error,
+                co2e_g=co2e,
+                co2e_market_g=market,
+                embodied_co2e_g=embodied_g,
+                correction=None if correction is None else correction.family,
+            )
+            if info.counted:
+                total += energy
+                co2e_total += co2e or 0.0
+                market_total += market or 0.0
+                embodied_total += embodied_g or 0.0
+                any_approx = any_approx or approximate
+                if dynamic is not None:
+                    dynamic_total += dynamic
+                    have_idle = True
+        carbon_block = None
+        if have_carbon and accountant is not None:
+            carbon_block = accountant.block(wall0, wall0 + duration, total, co2e_total)
+        return Measurement(
+            name=name,
+            start_time=wall0,
+            end_time=wall0 + duration,
+            duration_s=duration,
+            energy_j=total,
+            devices=devices,
+            dynamic_energy_j=dynamic_total if have_idle else None,
+            co2e_g=co2e_total if have_carbon else None,
+            co2e_market_g=market_total if have_market else None,
+            embodied_co2e_g=embodied_total if self.embodied else None,
+            carbon=carbon_block,
+            group=group,
+            approximate=any_approx,
+            error=error,
+        )
