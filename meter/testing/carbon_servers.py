@@ -24,8 +24,11 @@ Failures, each for the next request (``times=`` for more; ``path=`` to aim at a 
 FakeWattTime aims at ``/v3/`` by default so that its login still works):
 ``fail_next(status, retry_after=...)``, ``hang_next(seconds)`` (the answer comes late, so the
 client times out), ``malformed_next()`` (truncated JSON), ``html_next(status=200)`` (an HTML
-page, as a captive portal or a proxy's error page sends). ``fake.requests`` records every
-request: method, path, query (last value of each parameter) and headers (lower-case names).
+page, as a captive portal or a proxy's error page sends), ``trickle_next(seconds_per_byte)``
+(the right answer, one byte at a time: no read ever times out, only a deadline ends it) and
+``huge_next(size_bytes)`` (a JSON answer of any size, streamed, never held whole).
+``fake.requests`` records every request: method, path, query (last value of each parameter)
+and headers (lower-case names).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import math
 import secrets
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,12 +80,19 @@ class _Reply:
 
 @dataclass
 class _Action:
-    kind: str  # "status", "hang", "malformed", "html"
+    kind: str  # "status", "hang", "malformed", "html", "trickle", "huge"
     path: str | None
     status: int = 500
     retry_after: float | str | None = None
     seconds: float = 0.0
     body: Any = None
+    headers_too: bool = False  # trickle: the status line and headers too, not only the body
+    size: int = 0  # huge: the body's size in bytes (after decoding)
+    declare_length: bool = True  # huge: send Content-Length
+    gzip: bool = False  # huge: Content-Encoding: gzip
+
+
+_PIECE = 64 * 1024
 
 
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> _Reply:
@@ -234,6 +245,48 @@ class _FakeServer:
         """Answer with an HTML page (a captive portal at 200, a proxy's error page at 502)."""
         self._push(_Action("html", path or self.default_path, status), times)
 
+    def trickle_next(
+        self,
+        seconds_per_byte: float,
+        *,
+        headers: bool = False,
+        times: int = 1,
+        path: str | None = None,
+    ) -> None:
+        """Send the next answer(s) one byte every ``seconds_per_byte``: the body only (the
+        headers, with the right Content-Length, come at once), or with ``headers=True`` the
+        status line and headers too. Each byte comes well inside any read timeout, so only an
+        overall deadline ends the client's wait."""
+        action = _Action(
+            "trickle", path or self.default_path, 200, seconds=seconds_per_byte, headers_too=headers
+        )
+        self._push(action, times)
+
+    def huge_next(
+        self,
+        size_bytes: int,
+        *,
+        declare_length: bool = True,
+        gzip: bool = False,
+        status: int = 200,
+        times: int = 1,
+        path: str | None = None,
+    ) -> None:
+        """Answer with a JSON document of ``size_bytes`` (``{"pad": "xxx..."}``), streamed in
+        64 KiB pieces: with a ``Content-Length`` or, ``declare_length=False``, without one (read
+        until the connection closes). ``gzip=True`` sends it gzip-compressed (a thousandth of
+        that on the wire, ``size_bytes`` once decoded; Content-Length gives the compressed
+        size)."""
+        action = _Action(
+            "huge",
+            path or self.default_path,
+            status,
+            size=max(12, int(size_bytes)),
+            declare_length=declare_length,
+            gzip=gzip,
+        )
+        self._push(action, times)
+
     def requests_to(self, prefix: str) -> list[RecordedRequest]:
         """The recorded requests whose path starts with ``prefix``."""
         with self._lock:
@@ -268,6 +321,9 @@ class _FakeServer:
             self.requests.append(request)
         action = self._take(request.path)
         reply: _Reply | None = None
+        if action is not None and action.kind == "huge":
+            self._send_huge(handler, action)
+            return
         if action is not None:
             if action.kind == "hang":
                 if self._stopping.wait(action.seconds):
@@ -298,6 +354,9 @@ class _FakeServer:
                 reply = self.route(request)
             except Exception as exc:  # a bug in a fake must show, not hang the client
                 reply = _error(500, f"fake {self.name} failed: {type(exc).__name__}: {exc}")
+        if action is not None and action.kind == "trickle":
+            self._send_trickle(handler, reply, action)
+            return
         try:
             handler.send_response(reply.status)
             handler.send_header("Content-Type", reply.content_type)
@@ -307,6 +366,59 @@ class _FakeServer:
             handler.end_headers()
             handler.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
+            pass
+
+    def _send_trickle(
+        self, handler: BaseHTTPRequestHandler, reply: _Reply, action: _Action
+    ) -> None:
+        head = [f"HTTP/1.0 {reply.status} {HTTPStatus(reply.status).phrase}"]
+        head += [f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.body)}"]
+        head += [f"{name}: {value}" for name, value in reply.headers.items()]
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        slow = head_bytes + reply.body if action.headers_too else reply.body
+        try:
+            if not action.headers_too:
+                handler.wfile.write(head_bytes)
+            for index in range(len(slow)):
+                if self._stopping.wait(action.seconds):
+                    return  # shutting down: drop the connection
+                handler.wfile.write(slow[index : index + 1])
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up
+            pass
+
+    def _send_huge(self, handler: BaseHTTPRequestHandler, action: _Action) -> None:
+        opening, closing = b'{"pad": "', b'"}'
+        filler = b"x" * _PIECE
+
+        def pieces() -> Iterable[bytes]:
+            yield opening
+            left = action.size - len(opening) - len(closing)
+            while left > 0:
+                yield filler[: min(left, _PIECE)]
+                left -= _PIECE
+            yield closing
+
+        body: Iterable[bytes] = pieces()
+        length = action.size
+        if action.gzip:
+            packed = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            compressed = [packed.compress(piece) for piece in pieces()]
+            compressed.append(packed.flush())
+            body = compressed
+            length = sum(len(piece) for piece in compressed)
+        try:
+            handler.send_response(action.status)
+            handler.send_header("Content-Type", "application/json")
+            if action.gzip:
+                handler.send_header("Content-Encoding", "gzip")
+            if action.declare_length:
+                handler.send_header("Content-Length", str(length))
+            handler.end_headers()
+            for piece in body:
+                if self._stopping.is_set():
+                    return
+                handler.wfile.write(piece)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
             pass
 
 

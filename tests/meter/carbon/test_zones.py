@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -15,19 +12,8 @@ from meter.carbon.table import WORLD_KEY, Table, load_table
 from meter.carbon.zones import CLOUD_ENV_VARS, CLOUD_REGIONS, normalise_zone, resolve_zone
 from meter.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Zone resolution is offline: any attempt to connect fails the test."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    yield
+#: Zone resolution is offline: any attempt to reach the network fails the test.
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from meter.exporters.jsonl import read_jsonl
 from meter.carbon.accounting import J_PER_KWH
 from meter.carbon.table import load_table
 from meter.testing.carbon_servers import FakeElectricityMaps, FakeUKCarbonIntensity
-
-from .test_cli import run_meter
+from tests.meter.test_cli import run_meter
 
 TOKEN = "em-secret-token-123"
 

@@ -3,7 +3,6 @@ embodied, what-if pricing, and bad input."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -15,18 +14,6 @@ from meter.carbon.embodied import HOPPER, SECONDS_PER_YEAR
 from meter.carbon.providers import ConstantProvider, Intensity
 from meter.carbon.table import load_table
 from meter.testing import SimulatedGPU, simulated_gpus
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a socket was opened")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def g_per_kwh(zone: str) -> float:

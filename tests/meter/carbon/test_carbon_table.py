@@ -16,7 +16,7 @@ import pytest
 
 from meter.carbon.table import WORLD_KEY, Table, ZoneRecord, load_table
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA_DIR = REPO.parent / "shared" / "data"
 SCRIPT = REPO / "scripts" / "build_carbon_table.py"
 SHIPPED = resources.files("meter.carbon.data")
