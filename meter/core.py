@@ -311,21 +311,29 @@ class Meter:
     def synchronize(self) -> None:
         cuda.synchronize()
 
-    def record(self, m: Measurement) -> None:
-        """Account a finished window: per-name totals and every sink. Never raises."""
+    def account(self, name: str, seconds: float, energy_j: float, co2e_g: float) -> None:
+        """Add a finished window to the per-name totals (what exporters show)."""
         with self._lock:
-            stats = self.window_stats.get(m.name)
+            stats = self.window_stats.get(name)
             if stats is None:
-                stats = self.window_stats[m.name] = WindowStats()
+                stats = self.window_stats[name] = WindowStats()
             stats.count += 1
-            stats.seconds += m.duration_s
-            stats.energy_j += m.energy_j
-            stats.co2e_g += m.co2e_g or 0.0
+            stats.seconds += seconds
+            stats.energy_j += energy_j
+            stats.co2e_g += co2e_g
+
+    def deliver(self, m: Measurement) -> None:
+        """Hand a `Measurement` to every sink. Never raises."""
         for sink in list(self.sinks):
             try:
                 sink(m)
             except Exception:
                 log.warning("meter: sink %r failed", sink, exc_info=True)
+
+    def record(self, m: Measurement) -> None:
+        """Account a finished window built elsewhere: per-name totals and every sink."""
+        self.account(m.name, m.duration_s, m.energy_j, m.co2e_g or 0.0)
+        self.deliver(m)
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)

@@ -101,15 +101,6 @@ class LockState(NamedTuple):
     failures: int
 
 
-class TrackBoundary(NamedTuple):
-    """One device at a window boundary: joules, the raw counter value when its phase lock did
-    not exist yet (to redo the interpolation at exit), and the carbon state."""
-
-    energy_j: float
-    raw_j: float | None
-    carbon: CarbonState
-
-
 @dataclass
 class _Calibration:
     """A calibration in progress: the brackets of the counter's steps seen by fast polls."""
@@ -297,17 +288,13 @@ class Track:
 
     # -- window boundaries -------------------------------------------------------------------
 
-    def boundary(self, t: float, read: bool) -> TrackBoundary:
-        """`energy_now` at ``t``, the raw counter value when the phase lock did not exist yet
-        (so the window can redo the interpolation at exit, `retro_energy`), and the carbon
-        state."""
-        energy = self.energy_now(t, read)
-        snap = self._published
-        model = self._model
-        raw = None
-        if read and self._boundary_reads and model is not None and snap.steps is None:
-            raw = self._raw_last
-        return TrackBoundary(energy, raw, snap.carbon)
+    def raw_for_retro(self, read: bool) -> float | None:
+        """The raw counter value a boundary read just saw when the phase lock did not exist
+        yet, for the window to redo the interpolation at exit (`retro_energy`); else None."""
+        locked = self._published.steps is not None
+        if read and self._boundary_reads and self._model is not None and not locked:
+            return self._raw_last
+        return None
 
     def retro_energy(self, t: float, raw: float | None) -> float | None:
         """Better joules for an earlier boundary at ``t``, now that more is known: between the
@@ -317,11 +304,11 @@ class Track:
         model = self._model
         if model is None or self._published.steps is None:
             return None
-        with self._lock:
-            better = model.interpolate(t)
-            if better is None and raw is not None:
+        better = model.interpolate(t)  # lock-free: a window's exit never waits on the sampler
+        if better is None and raw is not None:
+            with self._lock:
                 better = model.energy_then(t, raw)
-            return better
+        return better
 
     def energy_now(self, t: float, read: bool) -> float:
         """Cumulative joules at time ``t`` (taken just before this call): a fresh read for

@@ -8,9 +8,9 @@ emissions and sensor corrections. It reads published state only: no device call,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from meter.ledger import CarbonState, Ledger
+from meter.ledger import Ledger, Snapshot
 from meter.measurement import DeviceMeasurement, Measurement
 
 if TYPE_CHECKING:
@@ -21,9 +21,21 @@ if TYPE_CHECKING:
 __all__ = ["MeasurementBuilder", "price"]
 
 
-def price(
-    energy_j: float, c0: CarbonState, c1: CarbonState, rate: CarbonRate | None
-) -> tuple[float, float]:
+class Priced(Protocol):
+    """A device's cumulative joules and the CO2e priced on them (`meter.ledger.CarbonState`,
+    `meter.ledger.Snapshot`)."""
+
+    @property
+    def energy_j(self) -> float: ...
+
+    @property
+    def co2e_g(self) -> float: ...
+
+    @property
+    def co2e_market_g(self) -> float: ...
+
+
+def price(energy_j: float, c0: Priced, c1: Priced, rate: CarbonRate | None) -> tuple[float, float]:
     """(location, market) CO2e grams of a window's energy at the mean rate the ledger priced
     its span with (so intensity changes inside the window count per sample interval); at the
     current rate when the ledger saw no energy over the span."""
@@ -55,7 +67,59 @@ class MeasurementBuilder:
         self.idle_power_w = idle_power_w  # the meter's dict: later calibrations show here
         self.accountant = accountant
         self.embodied = embodied
-        self.corrections = tuple(corrections)
+        n = len(ledger.tracks)
+        self.corrections = tuple(corrections) + (None,) * (n - len(corrections))
+
+    def device_energy(
+        self, i: int, snap: Snapshot, energy_j: float, duration_s: float, span_s: float
+    ) -> tuple[float, bool]:
+        """Device ``i``'s joules for a window as reported, and whether they are approximate:
+        never 0 J for a window shorter than a counter's update period (power x time, flagged),
+        and the sensor correction applied when one was asked for."""
+        approximate = False
+        if snap.stepping:
+            steps = snap.steps
+            if steps is None:
+                approximate = True
+                if energy_j <= 0 and duration_s > 0 and snap.power_w > 0:
+                    # Never read 0 J for a window shorter than the counter's update period.
+                    energy_j = snap.power_w * duration_s
+            elif duration_s < steps.period_s:
+                approximate = True
+        elif not self.ledger.tracks[i].info.counter and duration_s < 2 * self.interval_s:
+            # Power readings integrated over fewer than two sample intervals.
+            approximate = True
+        correction = self.corrections[i]
+        if correction is not None:
+            energy_j = correction.energy_j(energy_j, span_s)
+        return energy_j, approximate
+
+    def totals(
+        self,
+        *,
+        t0: float,
+        t1: float,
+        energies: Sequence[float],
+        idle_time_s: float | None,
+        carbon0: Sequence[Priced] = (),
+        carbon1: Sequence[Priced] = (),
+    ) -> tuple[float, float]:
+        """(joules, location CO2e g) of a window over the counted devices: what its
+        `Measurement` would sum to, without building it (window totals on the hot path)."""
+        duration = max(t1 - t0, 0.0)
+        span = duration if idle_time_s is None else idle_time_s
+        tracks = self.ledger.tracks
+        priced = self.accountant is not None and len(carbon0) == len(carbon1) == len(energies)
+        rate = self.ledger.rate
+        energy_total = co2e_total = 0.0
+        for i, track in enumerate(tracks):
+            if not track.info.counted:
+                continue
+            energy, _ = self.device_energy(i, track.snapshot(), energies[i], duration, span)
+            energy_total += energy
+            if priced:
+                co2e_total += price(energy, carbon0[i], carbon1[i], rate)[0]
+        return energy_total, co2e_total
 
     def build(
         self,
@@ -68,8 +132,8 @@ class MeasurementBuilder:
         idle_time_s: float | None,
         group: str | None,
         error: str | None,
-        carbon0: Sequence[CarbonState] = (),
-        carbon1: Sequence[CarbonState] = (),
+        carbon0: Sequence[Priced] = (),
+        carbon1: Sequence[Priced] = (),
     ) -> Measurement:
         """The `Measurement` of a window from ``t0`` to ``t1`` (monotonic) that started at wall
         time ``wall0``, with ``energies`` per device (ledger order). ``idle_time_s`` is a shared
@@ -91,24 +155,10 @@ class MeasurementBuilder:
         for i, track in enumerate(ledger.tracks):
             info = track.info
             snap = track.snapshot()
-            energy = energies[i]
-            approximate = False
-            if snap.stepping:
-                period = snap.steps.period_s if snap.steps is not None else None
-                if period is None:
-                    approximate = True
-                    if energy <= 0 and duration > 0 and snap.power_w > 0:
-                        # Never read 0 J for a window shorter than the counter's update period.
-                        energy = snap.power_w * duration
-                elif duration < period:
-                    approximate = True
-            elif not info.counter and duration < 2 * self.interval_s:
-                # Power readings integrated over fewer than two sample intervals.
-                approximate = True
+            energy, approximate = self.device_energy(i, snap, energies[i], duration, span)
             peak = peaks[i]
-            correction = self.corrections[i] if i < len(self.corrections) else None
+            correction = self.corrections[i]
             if correction is not None:
-                energy = correction.energy_j(energy, span)
                 peak = correction.power_w(peak)
             avg = energy / duration if duration > 0 else 0.0
             idle_w = self.idle_power_w.get(info.key)

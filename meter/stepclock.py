@@ -40,7 +40,8 @@ MAX_INTERPOLATION_STEPS = 3
 
 
 class StepView(NamedTuple):
-    """A locked model's prediction, frozen: what a reader needs without the device's lock."""
+    """A locked model's prediction, frozen: what a reader needs without the device's lock.
+    Build it with `StepView.of`, which also precomputes what window boundaries ask for."""
 
     anchor_s: float
     period_s: float
@@ -48,6 +49,26 @@ class StepView(NamedTuple):
     k_last: int
     v_last: float
     rate_w: float
+    #: When `v_last` was published.
+    s_last: float
+    #: Until when no new value can have been published (the next step, less its tolerance).
+    quiet_until: float
+
+    @classmethod
+    def of(
+        cls,
+        anchor_s: float,
+        period_s: float,
+        period_err_s: float,
+        k_last: int,
+        v_last: float,
+        rate_w: float,
+    ) -> StepView:
+        s_last = anchor_s + k_last * period_s
+        s_next = s_last + period_s
+        k_next = (s_next - anchor_s) / period_s if period_s else 0.0
+        tol = BASE_TOLERANCE_S + abs(k_next) * period_err_s
+        return cls(anchor_s, period_s, period_err_s, k_last, v_last, rate_w, s_last, s_next - tol)
 
     def step_time(self, k: int) -> float:
         return self.anchor_s + k * self.period_s
@@ -60,7 +81,7 @@ class StepView(NamedTuple):
     def unchanged_at(self, t: float) -> bool:
         """True when the counter cannot have published a new value by ``t``: a read then would
         return `v_last` again."""
-        return t + self.tolerance_s(t) < self.step_time(self.k_last + 1)
+        return t < self.quiet_until
 
     def ambiguous_at(self, t: float) -> int | None:
         """The predicted step ``t`` is within the tolerance of, when a new value read then could
@@ -75,7 +96,11 @@ class StepView(NamedTuple):
         """Energy at ``t`` from the latest value: ``v_last`` plus the last period's power for
         the time since it was published, at most one and a half periods (if the counter
         stopped stepping, the model is wrong, and the next observation unlocks it)."""
-        since = min(max(t - self.step_time(self.k_last), 0.0), 1.5 * self.period_s)
+        since = t - self.s_last
+        if since < 0.0:
+            since = 0.0
+        elif since > 1.5 * self.period_s:
+            since = 1.5 * self.period_s
         return self.v_last + self.rate_w * since
 
 
@@ -124,7 +149,7 @@ class StepModel:
         if not self.locked:
             self.view = None
             return
-        self.view = StepView(
+        self.view = StepView.of(
             self.anchor_s, self.period_s, self.period_err_s, self.k_last, self.v_last, self.rate_w
         )
 
@@ -260,22 +285,30 @@ class StepModel:
         """Energy at a past time ``t`` between the published values around it, once the step
         after ``t`` has been seen: exact for a constant power within the period, where
         `energy_at` could only extrapolate the previous period's power. None when the history
-        does not bracket ``t`` closely enough (or the model is not locked)."""
-        if not self.locked or not self.history:
+        does not bracket ``t`` closely enough (or the model is not locked). Safe without the
+        device's lock: it reads the history from its newest end by index, and a step appended
+        meanwhile only adds a newer candidate."""
+        view = self.view
+        history = self.history
+        if view is None:
             return None
-        k = math.floor((t - self.anchor_s) / self.period_s)
-        before: tuple[int, float] | None = None
+        k = math.floor((t - view.anchor_s) / view.period_s)
         after: tuple[int, float] | None = None
-        for step in reversed(self.history):
-            if step[0] > k:
-                after = step
-            else:
-                before = step
-                break
+        before: tuple[int, float] | None = None
+        try:
+            for j in range(1, len(history) + 1):
+                step = history[-j]
+                if step[0] > k:
+                    after = step
+                else:
+                    before = step
+                    break
+        except IndexError:  # the history was cleared meanwhile (a new lock)
+            return None
         if before is None or after is None or after[0] - before[0] > MAX_INTERPOLATION_STEPS:
             return None
         (ka, va), (kb, vb) = before, after
-        sa, sb = self.step_time(ka), self.step_time(kb)
+        sa, sb = view.step_time(ka), view.step_time(kb)
         return va + (vb - va) * min(max((t - sa) / (sb - sa), 0.0), 1.0)
 
     def capture(self, k: int, bracket_lo: float, bracket_hi: float, value: float) -> None:

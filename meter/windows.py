@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from meter.ledger import CarbonState, Ledger
+from meter.ledger import CarbonState, Ledger, Snapshot
 from meter.measurement import Measurement
 from meter.results import MeasurementBuilder
 
@@ -35,25 +35,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Boundary(NamedTuple):
     """A window boundary: the time, and per device (ledger order) the joules then, the raw
-    counter value of a counter not yet phase-locked (else None), and the carbon state."""
+    counter value of a counter not yet phase-locked (else None), and the published snapshot
+    (whose carbon state prices the window)."""
 
     t: float
     energy_j: tuple[float, ...]
     raw_j: tuple[float | None, ...]
-    carbon: tuple[CarbonState, ...]
+    snapshots: tuple[Snapshot, ...]
+
+    @property
+    def carbon(self) -> tuple[CarbonState, ...]:
+        return tuple(s.carbon for s in self.snapshots)
+
+
+_NO_RAW: dict[int, tuple[None, ...]] = {}
 
 
 def read_boundary(ledger: Ledger, read: bool) -> Boundary:
     """Every device at one instant: read where it pays and ``read``, else from the published
-    state (`meter.ledger.Track.boundary`)."""
+    state (`meter.ledger.Track.energy_now`)."""
     t = ledger.clock()
-    parts = [track.boundary(t, read) for track in ledger.tracks]
-    return Boundary(
-        t,
-        tuple(p.energy_j for p in parts),
-        tuple(p.raw_j for p in parts),
-        tuple(p.carbon for p in parts),
-    )
+    tracks = ledger.tracks
+    energies = tuple([track.energy_now(t, read) for track in tracks])
+    snapshots = tuple([track.snapshot() for track in tracks])
+    raws: tuple[float | None, ...]
+    if read and not all(s.steps is not None or not s.stepping for s in snapshots):
+        raws = tuple([track.raw_for_retro(read) for track in tracks])
+    else:  # every counter is locked (the usual case): nothing to redo at exit
+        n = len(tracks)
+        raws = _NO_RAW.get(n) or _NO_RAW.setdefault(n, (None,) * n)
+    return Boundary(t, energies, raws, snapshots)
 
 
 def refine_start(ledger: Ledger, start: Boundary, read: bool) -> tuple[float, ...]:
@@ -84,6 +95,7 @@ class WindowHost(Protocol):
     ledger: Ledger
     results: MeasurementBuilder
     sync_cuda: bool
+    sinks: list[Callable[[Measurement], None]]
 
     def start(self) -> Any: ...
 
@@ -91,7 +103,39 @@ class WindowHost(Protocol):
 
     def group(self, name: str) -> Group: ...
 
-    def record(self, m: Measurement) -> None: ...
+    def account(self, name: str, seconds: float, energy_j: float, co2e_g: float) -> None: ...
+
+    def deliver(self, m: Measurement) -> None: ...
+
+
+class _Closed(NamedTuple):
+    """Everything a closed window's `Measurement` is built from, when someone asks for it."""
+
+    builder: MeasurementBuilder
+    name: str
+    t0: float
+    t1: float
+    wall0: float
+    energies: tuple[float, ...]
+    idle_time_s: float | None
+    group: str | None
+    error: str | None
+    carbon0: tuple[Snapshot, ...]
+    carbon1: tuple[Snapshot, ...]
+
+    def build(self) -> Measurement:
+        return self.builder.build(
+            name=self.name,
+            t0=self.t0,
+            t1=self.t1,
+            wall0=self.wall0,
+            energies=self.energies,
+            idle_time_s=self.idle_time_s,
+            group=self.group,
+            error=self.error,
+            carbon0=self.carbon0,
+            carbon1=self.carbon1,
+        )
 
 
 #: Returns the process default meter (set by `meter.core`, which owns it).
@@ -175,15 +219,15 @@ class Window:
         self.sync_cuda = sync_cuda
         self.read_devices = read_devices
         self.on_result = on_result
-        #: The `Measurement`, set when the window closes (None while open or if metering failed).
-        self.result: Measurement | None = None
+        self._result: Measurement | None = None
+        self._closed: _Closed | None = None
         self._started = False
         self._wall0 = 0.0
         self._start: Boundary | None = None  # a gross window's start
         self._t0 = 0.0
         self._s0: tuple[float, ...] = ()  # a shared window's group integral at its start
         self._ts0 = 0.0
-        self._c0: tuple[CarbonState, ...] = ()
+        self._c0: tuple[Snapshot, ...] = ()
         self._group: Group | None = None
         self._live_meter: WindowHost | None = None
 
@@ -229,7 +273,7 @@ class Window:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop(exc_type)  # returns None: an exception in the block propagates unchanged
+        self._close(exc_type)  # returns None: an exception in the block propagates unchanged
 
     async def __aenter__(self) -> Window:
         return self.__enter__()
@@ -251,6 +295,22 @@ class Window:
             raise RuntimeError("meter.windows: no default meter; import meter first")
         return _default_host()  # may raise ConfigError: bad configuration fails fast
 
+    @property
+    def result(self) -> Measurement | None:
+        """The window's `Measurement` once it closed (None while open, or if metering failed).
+        Built on first use: closing a window only totals it, so a window nobody looks at costs
+        no more than that."""
+        closed = self._closed
+        if self._result is None and closed is not None:
+            self._closed = None
+            try:
+                self._result = closed.build()
+            except Exception:
+                log.warning(
+                    "meter: could not build the result of window %r", self.name, exc_info=True
+                )
+        return self._result
+
     def start(self) -> None:
         """Open the window. Metering errors are logged, never raised into the user's code
         (bad configuration is the exception: it fails fast when the meter is built)."""
@@ -260,7 +320,8 @@ class Window:
                 "(a decorated function gets a fresh window per call)"
             )
         self._started = True
-        self.result = None
+        self._result = None
+        self._closed = None
         meter = self._host()
         try:
             meter.start()
@@ -270,11 +331,11 @@ class Window:
             self._wall0 = time.time()
             if self.group is not None:
                 self._group = meter.group(self.group)
-                self._c0 = meter.ledger.carbon_states()
+                self._c0 = meter.ledger.snapshots()
                 self._t0, self._s0, self._ts0 = self._group.enter(self.read_devices)
             else:
                 self._start = read_boundary(meter.ledger, self.read_devices)
-                self._t0, self._c0 = self._start.t, self._start.carbon
+                self._t0, self._c0 = self._start.t, self._start.snapshots
         except Exception:
             log.warning(
                 "meter: could not open window %r; the block runs unmetered",
@@ -284,11 +345,17 @@ class Window:
             self._live_meter = None
 
     def stop(self, exc_type: type[BaseException] | None = None) -> Measurement | None:
-        """Close the window and return its `Measurement` (also left in ``self.result``)."""
+        """Close the window and return its `Measurement` (also in ``self.result``)."""
+        self._close(exc_type)
+        return self.result
+
+    def _close(self, exc_type: type[BaseException] | None) -> None:
+        """Close the window: its totals go to the meter now; its `Measurement` is built when
+        asked for (at once when the meter has sinks or the window an ``on_result``)."""
         meter = self._live_meter
         self._started = False
         if meter is None:
-            return None
+            return
         self._live_meter = None
         try:
             if self._want_sync(meter):
@@ -296,42 +363,60 @@ class Window:
             idle_time: float | None = None
             if self._group is not None:
                 t1, s1, ts1 = self._group.exit(self.read_devices)
-                c1 = meter.ledger.carbon_states()
-                energies = tuple(b - a for a, b in zip(self._s0, s1, strict=True))
+                c1 = meter.ledger.snapshots()
+                energies = tuple([b - a for a, b in zip(self._s0, s1, strict=True)])
                 idle_time = ts1 - self._ts0  # this window's share of the busy time
             else:
                 assert self._start is not None
                 end = read_boundary(meter.ledger, self.read_devices)
-                t1, c1 = end.t, end.carbon
+                t1, c1 = end.t, end.snapshots
                 e0 = refine_start(meter.ledger, self._start, self.read_devices)
-                energies = tuple(max(b - a, 0.0) for a, b in zip(e0, end.energy_j, strict=True))
-            result = meter.results.build(
-                name=self.name or "window",
+                energies = tuple(
+                    [b - a if b > a else 0.0 for a, b in zip(e0, end.energy_j, strict=True)]
+                )
+            name = self.name or "window"
+            builder = meter.results
+            energy, co2e = builder.totals(
                 t0=self._t0,
                 t1=t1,
-                wall0=self._wall0,
                 energies=energies,
                 idle_time_s=idle_time,
-                group=self.group,
-                error=exc_type.__name__ if exc_type is not None else None,
                 carbon0=self._c0,
                 carbon1=c1,
             )
+            closed = _Closed(
+                builder,
+                name,
+                self._t0,
+                t1,
+                self._wall0,
+                energies,
+                idle_time,
+                self.group,
+                exc_type.__name__ if exc_type is not None else None,
+                self._c0,
+                c1,
+            )
         except Exception:
             log.warning("meter: could not close window %r", self.name, exc_info=True)
-            return None
-        self.result = result
-        meter.record(result)
-        if self.on_result is not None:
-            try:
-                self.on_result(result)
-            except Exception:
-                log.warning("meter: on_result callback failed", exc_info=True)
-        return result
+            return
+        meter.account(name, max(t1 - self._t0, 0.0), energy, co2e)
+        self._closed = closed
+        if meter.sinks or self.on_result is not None:
+            result = self.result
+            if result is None:
+                return
+            meter.deliver(result)
+            if self.on_result is not None:
+                try:
+                    self.on_result(result)
+                except Exception:
+                    log.warning("meter: on_result callback failed", exc_info=True)
 
     def _want_sync(self, meter: WindowHost) -> bool:
         return meter.sync_cuda if self.sync_cuda is None else self.sync_cuda
 
     def __repr__(self) -> str:
-        state = "open" if self._started else ("closed" if self.result else "new")
+        closed = self._result is not None or self._closed is not None
+        state = "open" if self._started else ("closed" if closed else "new")
         return f"<Window {self.name!r} {state}>"
