@@ -8,6 +8,9 @@ Fixtures for testing code that uses meter, on simulated GPUs, with no hardware:
 * ``meter_factory``: ``meter_factory(300.0, 150.0, interval_s=0.05)`` builds (and later
   closes) a `Meter` on the given simulated GPUs.
 * ``fake_rapl``: ``fake_rapl(sockets=2)`` builds a fake powercap tree under ``tmp_path``.
+* ``clocked_meter``: ``m, clock = clocked_meter(300.0)`` builds a started `Meter` on a
+  `FakeClock`; ``meter.testing.replay.advance(m, clock, 0.5)`` moves time on, running its
+  sampler: timing logic tested in milliseconds, without sleeping.
 
 >>> def test_my_training_step(simulated_meter):       # doctest: +SKIP
 ...     with meter.measure("step") as w:
@@ -25,7 +28,8 @@ from typing import Any
 import pytest
 
 from meter.core import Meter, set_meter
-from meter.testing.nvml import SimulatedGPU, simulated_gpus
+from meter.testing.clock import FakeClock
+from meter.testing.nvml import FakeNVML, SimulatedGPU, simulated_gpus
 from meter.testing.rapl import FakeRapl
 
 
@@ -46,6 +50,35 @@ def meter_factory() -> Iterator[Callable[..., Meter]]:
         yield make
         for m in meters:
             m.close()
+
+
+@pytest.fixture
+def clocked_meter() -> Iterator[Callable[..., tuple[Meter, FakeClock]]]:
+    """``m, clock = clocked_meter(300.0, 150.0, interval_s=0.05)``: a started `Meter` on
+    simulated GPUs whose time is a `FakeClock` and whose sampler runs only when the test moves
+    the clock (`meter.testing.replay.advance`): no thread, no sleeping, milliseconds per test.
+    A float means ``SimulatedGPU(that)`` on the same clock."""
+    meters: list[Meter] = []
+
+    def make(*gpus: SimulatedGPU | float, **options: Any) -> tuple[Meter, FakeClock]:
+        clock = options.pop("clock", None) or FakeClock()
+        boards = [
+            g if isinstance(g, SimulatedGPU) else SimulatedGPU(float(g), clock=clock)
+            for g in (gpus or (300.0,))
+        ]
+        options.setdefault("cpu", False)
+        options.setdefault("carbon", False)
+        options.setdefault("idle_file", "/nonexistent/meter-idle.json")
+        m = Meter(
+            nvml=FakeNVML(boards), clock=clock, sleep=clock.sleep, background=False, **options
+        )
+        meters.append(m)
+        m.start()
+        return m, clock
+
+    yield make
+    for m in meters:
+        m.close()
 
 
 @pytest.fixture

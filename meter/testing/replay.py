@@ -18,15 +18,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meter.testing.clock import FakeClock
 from meter.testing.simgpu import SimulatedGPU
 from meter.windows import Window
 
-__all__ = ["ReplayedWindow", "replay_windows"]
+if TYPE_CHECKING:
+    from meter.core import Meter
+
+__all__ = ["ReplayedWindow", "advance", "advance_to", "replay_windows"]
 
 _NO_IDLE_FILE = "/nonexistent/meter-idle.json"
+
+
+def advance_to(meter: Meter, clock: FakeClock, t: float) -> None:
+    """Move ``clock`` to time ``t`` (or stay, if it is past it), running the sampler of
+    ``meter`` (built with ``clock=clock, sleep=clock.sleep, background=False``) at every tick it
+    has due on the way, as its thread would. The meter must be started."""
+    next_tick = meter.sampler.next_tick_s
+    while next_tick is not None and next_tick <= t:
+        clock.set(max(next_tick, clock()))
+        next_tick = meter.sampler.run_once()
+    clock.set(max(t, clock()))
+
+
+def advance(meter: Meter, clock: FakeClock, seconds: float) -> None:
+    """`advance_to` ``seconds`` from now: what ``time.sleep(seconds)`` is to a real meter.
+
+        >>> from meter.testing.simgpu import SimulatedGPU
+        >>> from meter.testing.nvml import FakeNVML
+        >>> from meter import Meter
+        >>> clock = FakeClock()
+        >>> m = Meter(nvml=FakeNVML([SimulatedGPU(300.0, clock=clock)]), cpu=False,
+        ...           clock=clock, sleep=clock.sleep, background=False, carbon=False)
+        >>> with m.measure() as w:
+        ...     advance(m, clock, 2.0)
+        >>> round(w.result.energy_j)
+        600
+    """
+    advance_to(meter, clock, clock() + seconds)
 
 
 @dataclass(frozen=True)
@@ -84,12 +115,8 @@ def replay_windows(
         )
         open_windows: dict[int, tuple[Window, float]] = {}
         results: dict[int, ReplayedWindow] = {}
-        next_tick = m.sampler.next_tick_s
         for t, kind, i in events:
-            while next_tick is not None and next_tick <= t:
-                clock.set(max(next_tick, clock()))
-                next_tick = m.sampler.run_once()
-            clock.set(max(t, clock()))
+            advance_to(m, clock, t)
             if kind == 0:
                 window = m.measure("replay")
                 window.start()

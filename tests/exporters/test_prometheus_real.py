@@ -150,8 +150,10 @@ def test_scraped_joules_equal_the_meters_own_total(scraped):
     Prometheus returns the raw samples of a range selector with their scrape timestamps. Right
     after the query we read the meter's own total (``Meter.totals()``, counted from the
     meter's start like the exported counter); the GPU draws a constant 300 W, so its total at
-    the sample's time is that minus 300 W x the sample's age. The simulator's true energy at
-    that time is checked the same way."""
+    the sample's time is that minus 300 W x the sample's age. The exporter shows the figure of
+    the sampler's last tick before the scrape (it never carries a figure forward), so the
+    scraped joules may trail that by up to a tick or two of energy, never lead it. The
+    simulator's true energy at that time is checked the same way."""
     m = scraped.meter
     (series,) = scraped.prometheus.query(
         'meter_energy_joules_total{job="meter",device="gpu:0"}[4s]'
@@ -163,10 +165,15 @@ def test_scraped_joules_equal_the_meters_own_total(scraped):
     assert 0 <= age < 3, age
     expected = own_now - WATTS[0] * age
     scraped_j = float(value)
-    assert expected > 1000, "too little energy metered for a 1% comparison"
-    assert close_to(scraped_j, expected, 0.01), (scraped_j, expected, age)
+    lag_j = WATTS[0] * (2 * m.interval_s + 0.1)  # two ticks, and scheduling slack
+    assert expected > 1000, "too little energy metered for the comparison"
+    assert expected - lag_j - 0.005 * expected <= scraped_j <= expected * 1.005, (
+        scraped_j,
+        expected,
+        age,
+    )
     truth = scraped.gpus[0].energy_between_j(m.started_at, perf_now - age)
-    assert close_to(scraped_j, truth, 0.01), (scraped_j, truth)
+    assert truth - lag_j - 0.005 * truth <= scraped_j <= truth * 1.005, (scraped_j, truth)
 
 
 def test_tls_and_basic_auth_target_is_scraped(scraped):

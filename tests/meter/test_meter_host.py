@@ -12,6 +12,8 @@ import pytest
 
 from meter import Meter
 from meter.testing import FakeNVML, FakeRapl
+from meter.testing.clock import FakeClock
+from meter.testing.replay import advance
 
 
 def no_gpus() -> FakeNVML:
@@ -29,31 +31,51 @@ def feed(fake: FakeRapl, watts: dict[str, float], stop: threading.Event) -> None
         last = now
 
 
+def clocked_reader(fake: FakeRapl, clock: FakeClock, watts: dict[str, float]):
+    """The fake tree's reader, with the counters advanced to ``clock`` at every read, like the
+    kernel's, which moves them about every millisecond."""
+    last = [clock()]
+
+    def read(path: str) -> str:
+        now = clock()
+        if now > last[0]:
+            for key, w in watts.items():
+                fake.add_energy(key, w * (now - last[0]))
+            last[0] = now
+        return fake.reader(path)
+
+    return read
+
+
 def test_rapl_package_and_dram_through_a_meter(fake_rapl):
     fake = fake_rapl(sockets=2, dram=True, mmio_twins=True)
-    m = Meter(nvml=no_gpus(), rapl_root=fake.root, rapl_reader=fake.reader, idle_file="/none")
+    watts = {"cpu:0": 60.0, "cpu:1": 40.0, "dram:0": 8.0, "dram:1": 6.0}
+    clock = FakeClock()
+    m = Meter(
+        nvml=no_gpus(),
+        rapl_root=fake.root,
+        rapl_reader=clocked_reader(fake, clock, watts),
+        idle_file="/none",
+        clock=clock,
+        sleep=clock.sleep,
+        background=False,
+    )
     assert [d.key for d in m.devices] == ["cpu:0", "cpu:1", "dram:0", "dram:1"]
     assert {d.method for d in m.devices} == {"counter"}
-    stop = threading.Event()
-    watts = {"cpu:0": 60.0, "cpu:1": 40.0, "dram:0": 8.0, "dram:1": 6.0}
-    feeder = threading.Thread(target=feed, args=(fake, watts, stop))
-    feeder.start()
     try:
-        m.wait_ready()
+        m.start()
         with m.measure("work") as w:
-            time.sleep(0.6)
+            advance(m, clock, 0.6)
     finally:
-        stop.set()
-        feeder.join()
         m.close()
     r = w.result
     for key, watts_in in watts.items():
         d = r.devices[key]
         assert d.method == "counter"
-        assert d.energy_j == pytest.approx(watts_in * r.duration_s, rel=0.08), key
+        assert d.energy_j == pytest.approx(watts_in * 0.6, rel=0.01), key
         assert not d.approximate  # RAPL moves continuously: no step model, no flag
     # The MMIO twins were not counted a second time.
-    assert r.energy_j == pytest.approx(sum(watts.values()) * r.duration_s, rel=0.08)
+    assert r.energy_j == pytest.approx(sum(watts.values()) * 0.6, rel=0.01)
 
 
 def test_rapl_wraparound_inside_a_window(fake_rapl):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from meter.stepclock import StepModel
@@ -77,44 +75,3 @@ def test_windows_that_start_just_after_a_power_drop_are_interpolated() -> None:
             assert w.metered_j == pytest.approx(truth, rel=0.002), w
         else:  # the drop is inside the start's period: linear between its two values
             assert abs(w.metered_j - truth) < 620.0 * 0.1 / 4, w
-
-
-def test_the_sampler_runs_on_a_fake_clock_with_spread_ticks() -> None:
-    """No thread and no real wait: `run_once` ticks on the injected clock. The ticks keep the
-    mean interval, each within +-12.5 % of its slot (the golden-ratio spread), so successive
-    ticks are 75-125 % of the interval apart. 20 simulated seconds take milliseconds."""
-    from meter.devices.nvml import open_gpus
-    from meter.ledger import Ledger
-    from meter.sampler import TICK_SPREAD, Sampler
-    from meter.testing.nvml import FakeNVML
-
-    clock = FakeClock()
-    gpus, _, _ = open_gpus(nvml=FakeNVML([SimulatedGPU(300.0, clock=clock)]), visible=None)
-    ledger = Ledger(gpus, clock)
-    sampler = Sampler(ledger, 0.1, sleep=clock.sleep)
-    start = clock()
-    ticks = []  # when each tick was due (a capture burst can run a tick a few ms late)
-    for _ in range(200):
-        ticks.append(sampler.next_tick_s or clock())
-        clock.set(max(ticks[-1], clock()))
-        sampler.run_once()
-    gaps = [b - a for a, b in itertools.pairwise(ticks[1:])]
-    assert (ticks[-1] - ticks[1]) / (len(ticks) - 2) == pytest.approx(0.1, rel=0.01)
-    inside = [0.1 * (1 - TICK_SPREAD) - 1e-9 <= g <= 0.1 * (1 + TICK_SPREAD) + 1e-9 for g in gaps]
-    # (A precise capture of a counter step may move one tick: a handful in 20 s.)
-    assert sum(inside) >= 0.95 * len(gaps), [
-        round(g, 4) for g, ok in zip(gaps, inside, strict=True) if not ok
-    ]
-    assert len(ledger.samples) == 200 and ledger.tracks[0].lock_state().locked
-    assert clock() - start < 21.0
-
-
-def test_tick_offsets_cover_their_range_evenly() -> None:
-    from meter.sampler import TICK_SPREAD, tick_offset
-
-    offsets = [tick_offset(k) for k in range(1, 1001)]
-    assert all(-TICK_SPREAD / 2 <= o <= TICK_SPREAD / 2 for o in offsets)
-    bins = [0] * 10
-    for o in offsets:
-        bins[min(int((o / TICK_SPREAD + 0.5) * 10), 9)] += 1
-    assert all(95 <= b <= 105 for b in bins), bins  # low discrepancy: near-exact 100 each
