@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from meter import __version__
+from meter import __version__, config
 from meter.core import Meter, check_interval, options_from_env
 from meter.errors import MeterError
 from meter.measurement import Measurement
@@ -476,6 +476,60 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------
 
 
+def _from(name: str) -> str:
+    """A flag's help suffix: the variable it mirrors and its default (`meter.config`)."""
+    declared = config.setting(name)
+    default = f", default {declared.default}" if declared.default else ""
+    return f" (env {name}{default})"
+
+
+def _device_options() -> argparse.ArgumentParser:
+    """The options shared by the commands that meter devices (a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("devices")
+    group.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="sampling interval, seconds" + _from("METER_INTERVAL_S"),
+    )
+    group.add_argument(
+        "--gpus", default=None, metavar="0,1", help="GPU ordinals to meter" + _from("METER_GPUS")
+    )
+    group.add_argument(
+        "--no-cpu", action="store_true", help="do not meter CPU/DRAM" + _from("METER_NO_CPU")
+    )
+    group.add_argument(
+        "--gpu-correction",
+        default=None,
+        metavar="auto|FAMILY",
+        help="undo the published GPU sensor gain/offset (a100, rtx3090, rtx4090, rtxa5000), "
+        "labelled when on" + _from("METER_GPU_CORRECTION"),
+    )
+    return parent
+
+
+def _carbon_options() -> argparse.ArgumentParser:
+    """The carbon options shared by the commands that price energy (a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("carbon")
+    group.add_argument(
+        "--zone",
+        default=None,
+        metavar="Z",
+        help="grid zone, e.g. DE, US-CAL-CISO, aws:us-east-1" + _from("METER_ZONE"),
+    )
+    group.add_argument(
+        "--pue",
+        type=float,
+        default=None,
+        metavar="P",
+        help="data-centre power usage effectiveness" + _from("METER_PUE"),
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meter",
@@ -490,28 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--psys", action="store_true", help="also list the RAPL psys domain")
     d.set_defaults(func=cmd_devices)
 
+    devices_opts = _device_options()
+    carbon_opts = _carbon_options()
     r = sub.add_parser(
         "run",
         help="run a command and meter it",
+        parents=[devices_opts, carbon_opts],
         usage=(
             "meter run [--interval S] [--output FILE.jsonl] [--zone Z] [--compare-zones Z1,Z2]"
             " [--prometheus-port P] [--push-gateway URL] -- CMD [ARGS...]"
         ),
     )
-    r.add_argument("--interval", type=float, default=None, help="sampling interval, s (0.1)")
     r.add_argument("--output", "-o", default=None, help="append one JSON record per run")
     r.add_argument("--name", default=None, help="name of the run in the record")
-    r.add_argument("--gpus", default=None, help="GPU ordinals to meter, e.g. 0,1")
-    r.add_argument("--no-cpu", action="store_true", help="do not meter CPU/DRAM")
-    r.add_argument("--zone", default=None, help="grid zone, e.g. DE, US-CAL-CISO, aws:us-east-1")
-    r.add_argument("--pue", type=float, default=None, help="data-centre PUE (default 1.0)")
-    r.add_argument(
-        "--gpu-correction",
-        default=None,
-        metavar="auto|FAMILY",
-        help="undo the published GPU sensor gain/offset (a100, rtx3090, rtx4090, rtxa5000); "
-        "off by default, labelled when on",
-    )
     r.add_argument(
         "--compare-zones",
         default=None,
@@ -555,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "serve",
         help="Prometheus exporter: all devices, continuously, until SIGTERM",
+        parents=[devices_opts, carbon_opts],
         description=(
             "Serve energy, power and CO2e of every GPU, CPU and DRAM at /metrics until SIGTERM "
             f"or SIGINT. The default port {DEFAULT_PORT} clashes with no common exporter "
@@ -565,11 +611,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--addr", default=DEFAULT_ADDR, help=f"bind address ({DEFAULT_ADDR}; 0.0.0.0 for all)"
     )
-    s.add_argument("--interval", type=float, default=None, help="sampling interval, s (0.1)")
-    s.add_argument("--gpus", default=None, help="GPU ordinals to meter, e.g. 0,1")
-    s.add_argument("--no-cpu", action="store_true", help="do not meter CPU/DRAM")
-    s.add_argument("--zone", default=None, help="grid zone, e.g. DE, US-CAL-CISO, aws:us-east-1")
-    s.add_argument("--pue", type=float, default=None, help="data-centre PUE (default 1.0)")
     s.add_argument("--tls-cert", default=None, metavar="F", help="PEM certificate: serve HTTPS")
     s.add_argument("--tls-key", default=None, metavar="F", help="PEM private key of --tls-cert")
     s.add_argument(
@@ -588,7 +629,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="measure idle power (keep the machine idle)")
     c.add_argument("--seconds", type=float, default=10.0, help="how long to measure (10)")
     c.add_argument("--file", default=None, help="where to save (default ~/.config/meter/idle.json)")
-    c.add_argument("--interval", type=float, default=None, help="sampling interval, s")
+    c.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="sampling interval, seconds" + _from("METER_INTERVAL_S"),
+    )
     c.set_defaults(func=cmd_calibrate)
 
     g = sub.add_parser("dashboard", help="print the Grafana dashboard JSON (Dashboards > Import)")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from meter import config
 from meter.devices.base import DeviceInfo
 
 log = logging.getLogger("meter")
@@ -21,8 +22,8 @@ log = logging.getLogger("meter")
 
 def default_path() -> Path:
     """``$METER_IDLE_FILE``, else ``$XDG_CONFIG_HOME/meter/idle.json`` (``~/.config``)."""
-    env = os.environ.get("METER_IDLE_FILE", "").strip()
-    if env:
+    env = config.raw("METER_IDLE_FILE")
+    if env is not None:
         return Path(env)
     base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.join(
         os.path.expanduser("~"), ".config"

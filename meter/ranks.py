@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from meter import config
+
 __all__ = ["PER_RANK_ENV", "Ranks", "Selection", "from_env", "select", "torch_cuda_device"]
 
 #: Set to 0 to make every rank meter every device it sees (the default is per-rank selection).
 PER_RANK_ENV: Final = "METER_PER_RANK"
-
-_OFF: Final = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Ranks | None:
     missing or unreadable, when ``WORLD_SIZE`` is 1, or when ``METER_PER_RANK=0``.
     """
     env = os.environ if environ is None else environ
-    if env.get(PER_RANK_ENV, "").strip().lower() in _OFF:
+    if config.value(PER_RANK_ENV, env) is False:
         return None
     local_rank = _int(env, "LOCAL_RANK")
     world_size = _int(env, "WORLD_SIZE")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from meter import config
 from meter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -265,27 +265,26 @@ class Accountant:
 
 def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Carbon options from ``METER_PUE``, ``METER_MARKET_FACTOR_G_PER_KWH``,
-    ``METER_RENEWABLE_SHARE``, ``METER_CARBON_REFRESH_S`` (bad values fail fast)."""
-    env = os.environ if environ is None else environ
+    ``METER_RENEWABLE_SHARE``, ``METER_CARBON_REFRESH_S`` (`meter.config`; bad values fail
+    fast)."""
     opts: dict[str, Any] = {}
-    if env.get("METER_PUE", "").strip():
-        opts["pue"] = check_pue(env["METER_PUE"].strip(), "METER_PUE")
-    if env.get("METER_MARKET_FACTOR_G_PER_KWH", "").strip():
-        opts["market_factor_g_per_kwh"] = _number(
-            env["METER_MARKET_FACTOR_G_PER_KWH"].strip(), "METER_MARKET_FACTOR_G_PER_KWH"
-        )
-    if env.get("METER_CARBON_REFRESH_S", "").strip():
-        refresh = _number(env["METER_CARBON_REFRESH_S"].strip(), "METER_CARBON_REFRESH_S")
+    pue = config.raw("METER_PUE", environ)
+    if pue is not None:
+        opts["pue"] = check_pue(pue, "METER_PUE")
+    factor = config.value("METER_MARKET_FACTOR_G_PER_KWH", environ)
+    if factor is not None:
+        opts["market_factor_g_per_kwh"] = factor
+    refresh = config.value("METER_CARBON_REFRESH_S", environ)
+    if refresh is not None:
         if refresh <= 0:
             raise ConfigError(
                 "METER_CARBON_REFRESH_S must be a positive number of seconds, e.g. 60",
                 setting="METER_CARBON_REFRESH_S",
             )
         opts["refresh_s"] = refresh
-    if env.get("METER_RENEWABLE_SHARE", "").strip():
-        opts["renewable_share"] = _number(
-            env["METER_RENEWABLE_SHARE"].strip(), "METER_RENEWABLE_SHARE"
-        )
+    share = config.value("METER_RENEWABLE_SHARE", environ)
+    if share is not None:
+        opts["renewable_share"] = share
     return opts
 
 

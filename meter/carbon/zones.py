@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from meter import config
 from meter.carbon.table import WORLD_KEY, Table, ZoneRecord, fold, load_table
 from meter.errors import ConfigError
 
@@ -378,7 +379,7 @@ def resolve_zone(
     if zone is not None:
         return found(normalise_zone(zone, table), "argument", zone)
 
-    meter_zone = env.get("METER_ZONE", "").strip()
+    meter_zone = config.raw("METER_ZONE", env) or ""
     if meter_zone:
         try:
             key = normalise_zone(meter_zone, table)

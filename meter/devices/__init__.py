@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meter import config
 from meter.devices.base import METHODS, Device, DeviceInfo, Kind, Method, Reading, Unavailable
 
 if TYPE_CHECKING:
@@ -114,8 +115,8 @@ def simulated_nvml() -> Any:
         installed = testing.installed_nvml()
         if installed is not None:
             return installed
-    value = os.environ.get("METER_SIMULATE_GPUS", "").strip()
-    if not value:
+    value = config.raw("METER_SIMULATE_GPUS")
+    if value is None:
         return None
     from meter.testing.nvml import nvml_for_env
 

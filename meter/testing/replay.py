@@ -46,16 +46,16 @@ def advance_to(meter: Meter, clock: FakeClock, t: float) -> None:
 def advance(meter: Meter, clock: FakeClock, seconds: float) -> None:
     """`advance_to` ``seconds`` from now: what ``time.sleep(seconds)`` is to a real meter.
 
-        >>> from meter.testing.simgpu import SimulatedGPU
-        >>> from meter.testing.nvml import FakeNVML
-        >>> from meter import Meter
-        >>> clock = FakeClock()
-        >>> m = Meter(nvml=FakeNVML([SimulatedGPU(300.0, clock=clock)]), cpu=False,
-        ...           clock=clock, sleep=clock.sleep, background=False, carbon=False)
-        >>> with m.measure() as w:
-        ...     advance(m, clock, 2.0)
-        >>> round(w.result.energy_j)
-        600
+    >>> from meter.testing.simgpu import SimulatedGPU
+    >>> from meter.testing.nvml import FakeNVML
+    >>> from meter import Meter
+    >>> clock = FakeClock()
+    >>> m = Meter(nvml=FakeNVML([SimulatedGPU(300.0, clock=clock)]), cpu=False,
+    ...           clock=clock, sleep=clock.sleep, background=False, carbon=False)
+    >>> with m.measure() as w:
+    ...     advance(m, clock, 2.0)
+    >>> round(w.result.energy_j)
+    600
     """
     advance_to(meter, clock, clock() + seconds)
 

@@ -50,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from meter import config
 from meter.errors import ConfigError
 
 __all__ = [
@@ -80,8 +81,8 @@ TRACES_ENV = "METER_GPU_TRACES"
 def default_traces_dir() -> Path:
     """Where the recordings are: ``$METER_GPU_TRACES``, else ``../shared/data/gpu-power-traces``
     beside this checkout (``<repo>/../shared/...``). The folder may not exist."""
-    env = os.environ.get(TRACES_ENV, "").strip()
-    if env:
+    env = config.raw(TRACES_ENV)
+    if env is not None:
         return Path(env)
     repo = Path(__file__).resolve().parents[2]
     return (repo / _SHARED).resolve()

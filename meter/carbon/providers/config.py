@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from meter import config
 from meter.carbon.providers.base import Provider, _check_count, _check_positive, _check_url, _env
 from meter.carbon.providers.cache import DEFAULT_TTL_S, CachedProvider
 from meter.carbon.providers.chain import FallbackChain
@@ -45,10 +46,10 @@ def provider_from_env(environ: Mapping[str, str] | None = None) -> Provider:
     120.0
     """
     env = _env(environ)
-    spec = env.get("METER_CARBON_PROVIDER", "").strip() or "embedded"
+    spec = (config.raw("METER_CARBON_PROVIDER", env) or "") or "embedded"
     name, _, arg = spec.partition(":")
     name = name.strip().lower()
-    url = env.get("METER_CARBON_URL", "").strip()
+    url = config.raw("METER_CARBON_URL", env) or ""
 
     if name == "embedded" and not arg:
         if url:
@@ -77,7 +78,7 @@ def provider_from_env(environ: Mapping[str, str] | None = None) -> Provider:
             setting="METER_CARBON_PROVIDER",
         )
 
-    ttl_raw = env.get("METER_CARBON_TTL_S", "").strip()
+    ttl_raw = config.raw("METER_CARBON_TTL_S", env) or ""
     ttl = _check_positive(ttl_raw, "METER_CARBON_TTL_S") if ttl_raw else DEFAULT_TTL_S
     options = _live_options(env)
     if url:
@@ -86,10 +87,10 @@ def provider_from_env(environ: Mapping[str, str] | None = None) -> Provider:
     if name == "electricitymaps":
         live = ElectricityMapsProvider(environ=env, **options)
     elif name == "watttime":
-        region = env.get("METER_WATTTIME_REGION", "").strip() or None
+        region = (config.raw("METER_WATTTIME_REGION", env) or "") or None
         live = WattTimeProvider(environ=env, region=region, **options)
     else:
-        region_raw = env.get("METER_UK_REGION_ID", "").strip()
+        region_raw = config.raw("METER_UK_REGION_ID", env) or ""
         region_id = None
         if region_raw:
             if not region_raw.isdigit() or int(region_raw) not in UK_REGIONS:
@@ -105,10 +106,10 @@ def provider_from_env(environ: Mapping[str, str] | None = None) -> Provider:
 def _live_options(env: Mapping[str, str]) -> dict[str, Any]:
     """The bounds on a live lookup the environment sets (the providers' defaults otherwise)."""
     options: dict[str, Any] = {}
-    deadline = env.get("METER_CARBON_DEADLINE_S", "").strip()
+    deadline = config.raw("METER_CARBON_DEADLINE_S", env) or ""
     if deadline:
         options["deadline_s"] = _check_positive(deadline, "METER_CARBON_DEADLINE_S")
-    max_bytes = env.get("METER_CARBON_MAX_RESPONSE_BYTES", "").strip()
+    max_bytes = config.raw("METER_CARBON_MAX_RESPONSE_BYTES", env) or ""
     if max_bytes:
         options["max_response_bytes"] = _check_count(max_bytes, "METER_CARBON_MAX_RESPONSE_BYTES")
     return options
