@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from meter import cuda, idle
+from meter import config, cuda, idle
 from meter.carbon.accounting import (
     DEFAULT_PUE,
     DEFAULT_REFRESH_S,
@@ -354,9 +354,23 @@ class Meter:
     @property
     def start_state(self) -> tuple[CarbonState, ...]:
         """Per device, in ``ledger.tracks`` order, its cumulative joules and CO2e when the meter
-        started; empty before `start`. Exporters subtract it so their counters count from the
-        start of the meter."""
-        return self._start_boundary.carbon if self._start_boundary is not None else ()
+        started (at ``started_at``); empty before `start`. Exporters subtract it so their
+        counters count from the start of the meter."""
+        start = self._start_boundary
+        if start is None:
+            return ()
+        # Joules as the start boundary took them (at started_at); CO2e as last published then,
+        # plus the joules between that publication and the start at the rates in force.
+        loc, market = self.ledger.rate.rates if self.ledger.rate is not None else (0.0, None)
+        out = []
+        for energy, snap in zip(start.energy_j, start.snapshots, strict=True):
+            gap = energy - snap.energy_j
+            out.append(
+                CarbonState(
+                    energy, snap.co2e_g + gap * loc, snap.co2e_market_g + gap * (market or 0.0)
+                )
+            )
+        return tuple(out)
 
     def embodied_co2e_g(self) -> dict[str, float]:
         """Embodied (manufacturing) CO2e grams per device amortised since `start` (no device
@@ -454,43 +468,53 @@ _default: Meter | None = None
 _default_lock = threading.Lock()
 
 
-def _env_float(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number", setting=name) from None
-
-
-def options_from_env() -> dict[str, Any]:
-    """Meter options from ``METER_*`` environment variables (bad values fail fast)."""
+def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Meter options from the ``METER_*`` environment variables (`meter.config`); bad values
+    fail fast, naming the variable. Variables that are set but not declared get one warning
+    each, naming the closest known one (a typo is not silently ignored)."""
+    _warn_unknown(environ)
     opts: dict[str, Any] = {}
-    interval = os.environ.get("METER_INTERVAL_S", "").strip()
-    if interval:
+    interval = config.raw("METER_INTERVAL_S", environ)
+    if interval is not None:
         opts["interval_s"] = check_interval(interval, "METER_INTERVAL_S")
-    gpus = os.environ.get("METER_GPUS", "").strip()
-    if gpus:
+    gpus = config.raw("METER_GPUS", environ)
+    if gpus is not None:
         try:
             opts["gpus"] = [int(x) for x in gpus.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(
-                f"METER_GPUS={gpus!r} must be comma-separated GPU ordinals, e.g. METER_GPUS=0,1",
+                f"METER_GPUS={config.short(gpus)!r} must be comma-separated GPU ordinals, "
+                "e.g. METER_GPUS=0,1",
                 setting="METER_GPUS",
             ) from None
-    tdp = _env_float("METER_CPU_TDP_W")
+    tdp = config.value("METER_CPU_TDP_W", environ)
     if tdp is not None:
         opts["cpu_tdp_w"] = tdp
-    if os.environ.get("METER_SYNC_CUDA", "").strip().lower() in ("1", "true", "yes", "on"):
+    if config.value("METER_SYNC_CUDA", environ):
         opts["sync_cuda"] = True
-    correction = os.environ.get("METER_GPU_CORRECTION", "").strip()
-    if correction:
-        resolve_correction(correction, "")  # a bad family fails fast, naming the variable
+    correction = config.raw("METER_GPU_CORRECTION", environ)
+    if correction is not None:
+        resolve_correction(correction, "")  # a bad family fails fast
         opts["gpu_correction"] = correction
-    if os.environ.get("METER_NO_CPU", "").strip().lower() in ("1", "true", "yes", "on"):
+    if config.value("METER_NO_CPU", environ):
         opts["cpu"] = False
     return opts
+
+
+_warned_unknown: set[str] = set()
+
+
+def _warn_unknown(environ: Mapping[str, str] | None) -> None:
+    for name, close in config.unknown(environ):
+        if name in _warned_unknown:
+            continue
+        _warned_unknown.add(name)
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning(
+            "meter: %s is not a meter setting and is ignored%s (`meter --help` lists them)",
+            name,
+            hint,
+        )
 
 
 def get_meter() -> Meter:

@@ -16,10 +16,12 @@ from tests.exporters.promservers import Prometheus, run_prometheus, run_pushgate
 
 @pytest.fixture
 def prometheus_server() -> Iterator[Callable[..., Prometheus]]:
-    """``prometheus_server(["127.0.0.1:PORT"], scrape_interval="1s")`` -> `Prometheus`."""
+    """``prometheus_server(["127.0.0.1:PORT"], scrape_interval="200ms")`` -> `Prometheus`."""
     stack = contextlib.ExitStack()
 
-    def start(targets: Sequence[str] | dict[str, Any], scrape_interval: str = "1s") -> Prometheus:
+    def start(
+        targets: Sequence[str] | dict[str, Any], scrape_interval: str = "200ms"
+    ) -> Prometheus:
         return stack.enter_context(run_prometheus(targets, scrape_interval))
 
     with stack:

@@ -118,7 +118,7 @@ class Prometheus:
             result = self.query(expr)
             if predicate(result):
                 return result
-            time.sleep(0.25)
+            time.sleep(0.05)
         targets = self.api("/api/v1/targets")
         raise AssertionError(
             f"{expr!r} did not satisfy the predicate in {timeout} s; last result {result}; "
@@ -137,7 +137,7 @@ class Prometheus:
 
 def scrape_config(
     targets: Sequence[str] | dict[str, Any],
-    scrape_interval: str = "1s",
+    scrape_interval: str = "200ms",
 ) -> str:
     """A Prometheus config (JSON is YAML) scraping ``targets`` (``host:port`` strings, as one
     job called ``meter``) or ``{"job": {...scrape_config fields...}}``."""
@@ -160,7 +160,7 @@ def scrape_config(
 
 @contextlib.contextmanager
 def run_prometheus(
-    targets: Sequence[str] | dict[str, Any], scrape_interval: str = "1s"
+    targets: Sequence[str] | dict[str, Any], scrape_interval: str = "200ms"
 ) -> Iterator[Prometheus]:
     """Start ``prometheus`` on a free 127.0.0.1 port scraping ``targets``; kill it at exit."""
     binary = need_binary("prometheus")

@@ -40,6 +40,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from meter import __version__
 from meter.errors import ConfigError
 from meter.testing import SimulatedGPU
+from meter.testing.clock import FakeClock
+from meter.testing.replay import advance
 from tests.exporters.promservers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,25 +108,28 @@ def test_every_contract_name_type_and_label(meter_factory):
     assert by_device(registry, "meter_idle_power_watts") == {"gpu:0": 60.0}
 
 
-def test_counters_are_in_joules_since_start_and_power_in_watts(meter_factory):
-    m = meter_factory(300.0, 150.0)
-    registry = make_registry(m)  # starts the meter
+def test_counters_are_in_joules_since_start_and_power_in_watts(clocked_meter):
+    m, clock = clocked_meter(300.0, 150.0, carbon=True, interval_s=0.05)
+    registry = make_registry(m)
     first = by_device(registry, "meter_energy_joules_total")
-    time.sleep(0.5)
-    t0 = time.perf_counter()
+    advance(m, clock, 0.5)
+    # The exporter shows the figures of the sampler's last tick (it never carries them
+    # forward): the energy from the start up to that tick's time.
+    tick = [track.snapshot().t for track in m.ledger.tracks]
     power = by_device(registry, "meter_power_watts")
     later = by_device(registry, "meter_energy_joules_total")
-    elapsed = time.perf_counter() - m.started_at
-    assert first["gpu:0"] < 300.0 * 0.3  # counts from the start, not the board's boot
-    assert later["gpu:0"] == pytest.approx(300.0 * elapsed, rel=0.03)
-    assert later["gpu:1"] == pytest.approx(150.0 * elapsed, rel=0.03)
-    assert power == pytest.approx({"gpu:0": 300.0, "gpu:1": 150.0}, rel=0.02)
-    assert time.perf_counter() - t0 < 0.5
+    assert first == {"gpu:0": pytest.approx(0.0, abs=1e-6), "gpu:1": pytest.approx(0.0, abs=1e-6)}
+    for i, (key, watts) in enumerate((("gpu:0", 300.0), ("gpu:1", 150.0))):
+        assert m.started_at < tick[i] <= clock()
+        # (within a millisecond's joules: the sensor model publishes its counter in steps)
+        assert later[key] == pytest.approx(watts * (tick[i] - m.started_at), abs=watts * 1e-3), key
+    assert power == pytest.approx({"gpu:0": 300.0, "gpu:1": 150.0}, rel=5e-3)
     # CO2e follows the energy at the intensity in force (PUE 1 by default).
     co2e = by_device(registry, "meter_co2e_grams_total", accounting="location")
     g_per_j = m.accountant.current.g_per_kwh / 3.6e6
-    assert co2e["gpu:0"] == pytest.approx(later["gpu:0"] * g_per_j, rel=0.05)
+    assert co2e["gpu:0"] == pytest.approx(later["gpu:0"] * g_per_j, rel=1e-3)
     embodied = by_device(registry, "meter_co2e_grams_total", accounting="embodied")
+    elapsed = clock() - m.started_at
     assert embodied["gpu:0"] == pytest.approx(m.embodied["gpu:0"].g_per_s * elapsed, rel=0.05)
     assert "market" not in {
         dict(k)["accounting"] for k in samples(registry, "meter_co2e_grams_total")
@@ -169,16 +174,18 @@ def test_a_scrape_never_waits_for_a_hung_device(meter_factory):
         release.set()
 
 
-def test_counters_stay_monotonic_while_power_drops(meter_factory):
+def test_counters_stay_monotonic_while_power_drops(clocked_meter):
     # 300 W, then nothing: extrapolating the last power overshoots; the counter must not dip.
-    gpu = SimulatedGPU(lambda t: 300.0 if t < 0.8 else 0.0, counter_update_s=0.1)
-    m = meter_factory(gpu, interval_s=0.05)
+    clock = FakeClock()
+    gpu = SimulatedGPU(
+        lambda t: 300.0 if t < 0.8 else 0.0, counter_update_s=0.1, counter_phase_s=0.0, clock=clock
+    )
+    m, _ = clocked_meter(gpu, clock=clock, carbon=True, interval_s=0.05)
     registry = make_registry(m)
     collector = MeterCollector(m)
     previous: dict[tuple[str, str], float] = {}
-    deadline = time.monotonic() + 1.6
-    n = 0
-    while time.monotonic() < deadline:
+    for _ in range(320):  # 1.6 s in 5 ms steps, a scrape after each
+        advance(m, clock, 0.005)
         for family in collector.collect():
             if family.type != "counter":
                 continue
@@ -186,12 +193,16 @@ def test_counters_stay_monotonic_while_power_drops(meter_factory):
                 key = (s.name, repr(sorted(s.labels.items())))
                 assert s.value >= previous.get(key, 0.0), (key, s.value, previous.get(key))
                 previous[key] = s.value
-        n += 1
-        time.sleep(0.005)
-    assert n > 50
     # Once the power is 0 the exposed counter is the meter's own total, exactly.
     final = by_device(registry, "meter_energy_joules_total")["gpu:0"]
     assert final == pytest.approx(m.totals()["gpu:0"] - m.start_state[0][0], rel=1e-6)
+    # Against the truth: between two counter updates the ledger extrapolates the last rate,
+    # and an exposed counter never steps back, so a drop to 0 W leaves it ahead by what was
+    # extrapolated before the drop showed: at most 1.5 update periods of the old power (a
+    # board that still draws power absorbs it; windows correct it at exit from the counter
+    # values around their boundaries). Known gap, see the README.
+    truth = gpu.energy_between_j(m.started_at, clock())
+    assert truth <= final <= truth + 300.0 * 0.1 * 1.5 + 0.5, (final, truth)
 
 
 def test_before_start_only_static_series(meter_factory):

@@ -73,7 +73,7 @@ def _cert(folder: str) -> tuple[str, str] | None:
 @pytest.fixture(scope="module")
 def scraped() -> Iterator[Scraped]:
     """One meter on two simulated GPUs (300 W, 150 W), served in plain HTTP and over TLS with
-    basic auth, both scraped every second by one real Prometheus; ready once it holds 5
+    basic auth, both scraped every 200 ms by one real Prometheus; ready once it holds 27
     samples."""
     need_binary("prometheus")
     gpus = [SimulatedGPU(w) for w in WATTS]
@@ -85,6 +85,7 @@ def scraped() -> Iterator[Scraped]:
             idle_file="/nonexistent/idle.json",
             idle_power_w={"gpu:0": 60.0},
             market_factor_g_per_kwh=50.0,
+            interval_s=0.1,
         )
         stack.callback(m.close)
         plain = stack.enter_context(start_http_server(m, port=0))
@@ -119,10 +120,10 @@ def scraped() -> Iterator[Scraped]:
         stack.callback(stop.set)
         while "step" not in m.window_stats:
             time.sleep(0.01)
-        prometheus = stack.enter_context(run_prometheus(jobs, scrape_interval="1s"))
+        prometheus = stack.enter_context(run_prometheus(jobs, scrape_interval="200ms"))
         prometheus.wait_for_value(
             'count_over_time(meter_energy_joules_total{job="meter",device="gpu:0"}[10s])',
-            lambda n: n >= 5,
+            lambda n: n >= 27,
             timeout=20,
         )
         yield Scraped(m, gpus, plain, secure, prometheus)

@@ -253,6 +253,18 @@ def test_meter_run_on_a_recorded_trace_matches_its_readings(tmp_path: Path) -> N
     record = json.loads(out.read_text().splitlines()[-1])
     gpu = record["devices"]["gpu:0"]
     assert gpu["method"] == "simulated"
-    # The replay started when the GPUs were opened, just before the run's window.
-    expected = rec.driver_energy_j("power.draw", 0.0, record["duration_s"])
-    assert gpu["energy_j"] == pytest.approx(expected, rel=0.02)
+    # The replay started when the GPUs were opened, just before the run's window: how long
+    # before depends on the machine's load (start-up, the counter's calibration: 0.07 s with
+    # four busy processes on two cores), so the window's energy must match the recording's
+    # over the run's duration starting somewhere in the first half second (369-434 J for a
+    # 3 s run; the in-process replay tests pin the start exactly on a fake clock).
+    duration = record["duration_s"]
+    candidates = [
+        rec.driver_energy_j("power.draw", lead, lead + duration)
+        for lead in (i * 0.01 for i in range(51))
+    ]
+    assert min(candidates) * 0.98 <= gpu["energy_j"] <= max(candidates) * 1.02, (
+        gpu["energy_j"],
+        min(candidates),
+        max(candidates),
+    )

@@ -63,7 +63,7 @@ def test_a_real_prometheus_fills_the_dashboards_request_panels(gpus2: Meter) -> 
         client = threading.Thread(target=load, args=(url,), name="load", daemon=True)
         client.start()
         try:
-            with run_prometheus([url.removeprefix("http://")], scrape_interval="1s") as prom:
+            with run_prometheus([url.removeprefix("http://")], scrape_interval="200ms") as prom:
                 for expr in expressions:
                     prom.wait_for(expr, has_data, timeout=GUARD_S)
                 routes = prom.query("sum by (route) (meter_requests_total)")
