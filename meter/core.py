@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -30,7 +31,15 @@ from meter.ledger import CarbonState, Clock, Ledger
 from meter.measurement import Measurement
 from meter.results import MeasurementBuilder
 from meter.sampler import CALIBRATE_TIMEOUT_S, Sampler
-from meter.windows import Boundary, Group, Window, read_boundary, refine_start, set_default_host
+from meter.windows import (
+    Boundary,
+    Group,
+    Window,
+    publish_default,
+    read_boundary,
+    set_default_host,
+    window_energies,
+)
 
 if TYPE_CHECKING:
     from meter.carbon.providers import Provider
@@ -223,11 +232,17 @@ class Meter:
             corrections=self.corrections,
         )
         self.sinks: list[Sink] = list(sinks)
-        self.window_stats: dict[str, WindowStats] = {}
+        self._window_stats: dict[str, WindowStats] = {}
+        #: Closed windows not settled yet (`Window.settle`): the sampler settles them after
+        #: each tick, so a window's exit costs the user's thread only its boundary; the
+        #: closing thread settles them when `meter.windows.MAX_DEFERRED_WINDOWS` are queued.
+        self.deferred: collections.deque[Window] = collections.deque()
+        self.sampler.after_tick.append(self.settle_windows)
         self._groups: dict[str, Group] = {}
         self._lock = threading.Lock()
         self._started = False
-        self._closed = False
+        #: True once `close` ran (a closed meter cannot start again).
+        self.closed = False
         self.started_at: float | None = None
         self.started_wall: float | None = None
         self._start_boundary: Boundary | None = None
@@ -250,10 +265,10 @@ class Meter:
         has locked onto the energy counters' update phase, so that the very first window is
         interpolated like every later one.
         """
-        if self._started and not self._closed:
+        if self._started and not self.closed:
             return self
         with self._lock:
-            if self._closed:
+            if self.closed:
                 raise RuntimeError("this Meter was closed; create a new one")
             if self._started:
                 return self
@@ -278,10 +293,11 @@ class Meter:
     def close(self) -> None:
         """Stop the sampler and close the devices (idempotent)."""
         with self._lock:
-            if self._closed:
+            if self.closed:
                 return
-            self._closed = True
+            self.closed = True
         self.sampler.stop()
+        self.settle_windows()
         for dev in self._devices:
             try:
                 dev.close()
@@ -311,12 +327,28 @@ class Meter:
     def synchronize(self) -> None:
         cuda.synchronize()
 
+    @property
+    def window_stats(self) -> dict[str, WindowStats]:
+        """Per window name, the totals of the windows closed so far (what exporters show)."""
+        self.settle_windows()
+        return self._window_stats
+
+    def settle_windows(self) -> None:
+        """Settle every closed window still queued (`meter.windows.Window.settle`)."""
+        deferred = self.deferred
+        while deferred:
+            try:
+                window = deferred.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            window.settle()
+
     def account(self, name: str, seconds: float, energy_j: float, co2e_g: float) -> None:
         """Add a finished window to the per-name totals (what exporters show)."""
         with self._lock:
-            stats = self.window_stats.get(name)
+            stats = self._window_stats.get(name)
             if stats is None:
-                stats = self.window_stats[name] = WindowStats()
+                stats = self._window_stats[name] = WindowStats()
             stats.count += 1
             stats.seconds += seconds
             stats.energy_j += energy_j
@@ -385,8 +417,7 @@ class Meter:
         start = self._start_boundary
         assert start is not None and self.started_wall is not None
         end = read_boundary(self.ledger, read=True)
-        e0 = refine_start(self.ledger, start, read=True)
-        energies = tuple(max(b - a, 0.0) for a, b in zip(e0, end.energy_j, strict=True))
+        energies = window_energies(self.ledger, start, end, read=True)
         return self.results.build(
             carbon0=start.carbon,
             carbon1=end.carbon,
@@ -526,6 +557,7 @@ def get_meter() -> Meter:
     with _default_lock:
         if _default is None:
             _default = Meter(**options_from_env())
+            publish_default(_default)
         return _default
 
 
@@ -534,27 +566,14 @@ def set_meter(m: Meter | None) -> Meter | None:
     global _default
     with _default_lock:
         previous, _default = _default, m
+        publish_default(m)
     return previous
 
 
-def measure(name: str | None = None, **options: Any) -> Window:
-    """Measure a block or a function: context manager and decorator, sync and async.
-
-    >>> import meter
-    >>> with meter.measure("epoch") as w:          # doctest: +SKIP
-    ...     train_one_epoch()
-    >>> w.result.energy_j, w.result.devices        # doctest: +SKIP
-
-    >>> @meter.measure("step")                     # doctest: +SKIP
-    ... def step(batch): ...
-
-    Options: ``group="requests"`` makes it a shared window (fair split among the open windows
-    of that group); ``sync_cuda=True`` synchronises CUDA at both boundaries so queued kernels
-    are counted; ``read_devices=False`` never touches the hardware at the boundaries
-    (extrapolates from the sampler); ``on_result=callable`` receives the `Measurement`;
-    ``meter=`` uses another `Meter` than the process default.
-    """
-    return Window(name, **options)
+#: Measure a block or a function: ``meter.measure("epoch")`` makes a `Window` on the process
+#: default meter (``meter=`` another). It is the `Window` class itself, so that a window per
+#: training step costs one call less. See `Window`.
+measure = Window
 
 
 set_default_host(get_meter)

@@ -15,6 +15,7 @@ value and the other devices go on.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -151,6 +152,8 @@ class Track:
         #: device call, which a hung driver can stretch without bound: readers on the request
         #: path read this instead.
         self._published = _EMPTY._replace(stepping=self._model is not None)
+        #: Called after each publication (the ledger keeps every track's latest in one tuple).
+        self._on_publish: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"Track({self.info.key!r}, {self._published!r})"
@@ -244,6 +247,8 @@ class Track:
             model is not None and not model.continuous,
             None if model is None else model.view,
         )
+        if self._on_publish is not None:
+            self._on_publish()
 
     def _integrate(self, t: float, energy: float | None, power: float | None) -> None:
         prev_t = self._t_last
@@ -319,11 +324,12 @@ class Track:
         snap = self._published
         if read and self._boundary_reads and snap.error is None:
             steps = snap.steps
-            if steps is not None and steps.unchanged_at(t):
+            if steps is not None and t < steps.quiet_until:  # (`StepView.unchanged_at`, inlined)
                 # The phase lock says the counter cannot have published a new value since the
                 # value last seen: a read would return it again. Skip the device call (and the
                 # lock) and interpolate from it.
-                return max(steps.energy_at(t), snap.energy_j)
+                e = steps.energy_at(t)
+                return e if e > snap.energy_j else snap.energy_j
             if steps is not None and steps.ambiguous_at(t) is not None:
                 # So close to a step, two steps after the last value seen, that a new value
                 # could not be placed: skip the device call and carry the latest estimate
@@ -470,6 +476,10 @@ class CoarseBlock(NamedTuple):
     peak_w: tuple[float, ...]
 
 
+#: ``snapshot_of(track)`` is ``track.snapshot()`` without a Python call (C ``attrgetter``).
+snapshot_of: Callable[[Track], Snapshot] = operator.attrgetter("_published")
+
+
 class Ledger:
     """All tracks of a meter, plus the bounded sample history the sampler appends to."""
 
@@ -483,7 +493,16 @@ class Ledger:
         self.clock = clock
         self.rate = rate
         self.tracks = [Track(d, clock, rate) for d in devices]
+        self._published_lock = threading.Lock()
+        #: Every track's latest snapshot, in ledger order, replaced whole after each
+        #: publication: a window boundary that reads no device takes this and the clock.
+        self.published: tuple[Snapshot, ...] = tuple(map(snapshot_of, self.tracks))
+        for track in self.tracks:
+            track._on_publish = self._republish
         self.keys = tuple(t.info.key for t in self.tracks)
+        #: Whether any device is read at window boundaries (else a boundary only notes the
+        #: time and the snapshots).
+        self.reads_at_boundaries = any(t.reads_at_boundaries for t in self.tracks)
         self.samples: deque[Sample] = deque(maxlen=history)
         # Coarse history: per-device peak power per block of samples, so a window longer than
         # the fine history still gets a peak. Bounded as well.
@@ -492,8 +511,12 @@ class Ledger:
         self.coarse_every = 100
 
     def snapshots(self) -> tuple[Snapshot, ...]:
-        """Every track's published state (lock-free)."""
-        return tuple(track.snapshot() for track in self.tracks)
+        """Every track's published state (lock-free: `published`)."""
+        return self.published
+
+    def _republish(self) -> None:
+        with self._published_lock:  # tracks publish from several threads
+            self.published = tuple(map(snapshot_of, self.tracks))
 
     def energies_at(self, read: bool) -> tuple[float, tuple[float, ...]]:
         """Time now and per-device cumulative joules then (`Track.energy_now`)."""

@@ -103,9 +103,10 @@ class MeasurementBuilder:
         idle_time_s: float | None,
         carbon0: Sequence[Priced] = (),
         carbon1: Sequence[Priced] = (),
-    ) -> tuple[float, float]:
+    ) -> tuple[float, float | None]:
         """(joules, location CO2e g) of a window over the counted devices: what its
-        `Measurement` would sum to, without building it (window totals on the hot path)."""
+        `Measurement` would sum to (``energy_j``, ``co2e_g``: None without carbon accounting),
+        without building it (window totals on the hot path)."""
         duration = max(t1 - t0, 0.0)
         span = duration if idle_time_s is None else idle_time_s
         tracks = self.ledger.tracks
@@ -119,7 +120,7 @@ class MeasurementBuilder:
             energy_total += energy
             if priced:
                 co2e_total += price(energy, carbon0[i], carbon1[i], rate)[0]
-        return energy_total, co2e_total
+        return energy_total, co2e_total if priced else None
 
     def build(
         self,

@@ -84,6 +84,9 @@ class Sampler:
         self._ready = threading.Event()
         #: Cheap callables run after every tick (e.g. the carbon accountant's refresh check).
         self.on_tick: list[Callable[[], None]] = []
+        #: Callables run at the end of each pass, after the tick and any counter capture
+        #: (work that must not delay either: settling closed windows).
+        self.after_tick: list[Callable[[], None]] = []
 
     @property
     def running(self) -> bool:
@@ -174,6 +177,8 @@ class Sampler:
                         track.capture(self._wait, self._sleep)
                         self._rr = (self._rr + i + 1) % len(tracks)
                         break
+            for callback in self.after_tick:
+                callback()
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("meter: sampler tick failed; continuing")

@@ -189,6 +189,11 @@ def test_workloads_run_for_meter_and_no_tool(monkeypatch: pytest.MonkeyPatch) ->
     assert train["loop_s"] > 0 and "report" not in train
     train = workloads.train(workloads.Meter({}), {"mode": "step", "steps": 3, "hidden": 64})
     assert train["report"]["blocks"] == 3
+    assert train["report"]["energy_j"] is not None  # meter's per-name total of the steps
+    assert train["plain_s"] > 0 and "paired_pct" in train
+    torch_opts = {"mode": "step", "steps": 4, "block": 2, "hidden": 64, "framework": "torch"}
+    train = workloads.train(workloads.Meter({}), torch_opts)
+    assert train["framework"] == "torch" and train["report"]["blocks"] == 4
 
 
 def _fake_compare() -> dict[str, Any]:
@@ -210,8 +215,12 @@ def _fake_compare() -> dict[str, Any]:
     def idle(pct: float) -> dict[str, Any]:
         return {"cpu_pct": pct, "cpu_s": pct / 10, "threads": 2, "child_processes": 0}
 
-    def train(loop: float) -> dict[str, Any]:
-        return {"loop_s": loop, "cpu_s": loop, "report": {"energy_j": 10.0}}
+    def train(key: str, loop: float) -> dict[str, Any]:
+        out = {"loop_s": loop, "cpu_s": loop, "steps": 100, "report": {"energy_j": 10.0}}
+        if key.endswith("/step"):  # measured blocks against unmeasured ones, one process
+            out["plain_s"] = 1.0
+            out["paired_pct"] = (loop - 1.0) * 100
+        return out
 
     return {
         "import": {"rounds": [{"meter": 40.0, "codecarbon": 90.0, "zeus": 1300.0}]},
@@ -224,7 +233,10 @@ def _fake_compare() -> dict[str, Any]:
         "train": {
             "steps": 100,
             "rounds": [
-                {key: train(1.0 + i / 10) for i, key in enumerate(run_compare.TRAIN_CONFIGS)}
+                {
+                    key: train(key, 1.0 + (0.004 if "meter" in key else i / 10))
+                    for i, key in enumerate(run_compare.TRAIN_CONFIGS)
+                }
             ],
         },
     }
@@ -247,6 +259,12 @@ def test_compare_renders_and_places_its_section(tmp_path: Path) -> None:
     assert text.startswith(run_compare.BEGIN) and text.endswith(run_compare.END)
     assert "| import | 40 ms | 90 ms | 1,300 ms | 2.25× | 32.5× |" in text
     assert "**boom**" in text  # a failed run is reported, not hidden
+    # meter's every-step cost is judged on the paired in-process figure, per framework.
+    assert (
+        "Budget: meter measuring every step slows the loop by < 0.5 % (median over the rounds): "
+        "numpy 0.40 % **PASS**; torch 0.40 % **PASS**." in text
+    )
+    assert "| numpy training loop slowdown, measuring every step | 0.40 % |" in text
 
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("# B\n\n## 5. Accuracy\n\nx\n\n## Real GPU\n\nnone\n")

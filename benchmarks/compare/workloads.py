@@ -3,7 +3,7 @@
     python workloads.py TASK TOOL [JSON-OPTIONS]
 
 runs inside one tool's benchmark environment (``.bench-venvs/<tool>``), with only the standard
-library, numpy and that tool importable, and prints its result as one JSON line prefixed with
+library, numpy, torch and that tool importable, and prints its result as one JSON line prefixed with
 ``RESULT `` on stdout. `run_compare.py` starts it, many times, interleaving the tools.
 
 TASK is one of:
@@ -12,8 +12,9 @@ TASK is one of:
   the tool's full start/stop cycle, and the process's RSS after each step;
 * ``idle``: start the tool's background tracking, then measure the CPU time of the whole
   process (all threads, and any child processes) over an idle sleep;
-* ``train``: a numpy MLP training loop of a fixed number of steps, with the tool measuring every
-  step (``mode=step``), the whole loop (``mode=run``), or absent (``TOOL=none``).
+* ``train``: an MLP training loop (numpy, or PyTorch on the CPU: ``framework``) of a fixed
+  number of steps, with the tool measuring every step (``mode=step``), the whole loop
+  (``mode=run``), or absent (``TOOL=none``).
 
 TOOL is ``none``, ``meter``, ``codecarbon`` or ``zeus``. Nothing here writes files: CodeCarbon
 runs offline with ``save_to_file=False``, Zeus without a log file.
@@ -116,6 +117,11 @@ class Tool:
         """Close the block opened by `begin`; the energy it reported, in joules."""
         return None
 
+    def steps_energy_j(self, reported: list[float]) -> float | None:
+        """The energy of all the blocks, once the loop is over: by default the sum of what
+        `end` returned."""
+        return sum(reported) if reported else None
+
     def blocks(self, n: int) -> None:
         """``n`` empty tracked blocks in a tight loop, written as a user would write them."""
 
@@ -156,8 +162,15 @@ class Meter(Tool):
         self._w.__enter__()
 
     def end(self) -> float | None:
+        # Closing is all a training loop does per step: the window's figures are worked out
+        # off the training thread (or when read) and show in the per-name totals and the
+        # exporters. A loop that wants each step's figure reads `w.totals` or `w.result`.
         self._w.__exit__(None, None, None)
-        return self._w.result.energy_j
+        return None
+
+    def steps_energy_j(self, reported: list[float]) -> float | None:
+        stats = self.m.window_stats.get("step")
+        return None if stats is None else stats.energy_j
 
     def blocks(self, n: int) -> None:
         measure = self.meter.measure
@@ -426,6 +439,31 @@ def idle(tool: Tool, opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class TorchMLP:
+    """The same MLP in PyTorch on the CPU (autograd, ``torch.optim.SGD``), one intra-op thread."""
+
+    def __init__(self, batch: int, dim: int, hidden: int, classes: int) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        gen = torch.Generator().manual_seed(0)
+        self.torch = torch
+        self.x = torch.randn(batch, dim, generator=gen)
+        self.y = torch.randint(0, classes, (batch,), generator=gen)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, classes)
+        )
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.loss = torch.nn.CrossEntropyLoss()
+
+    def step(self) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+
 class MLP:
     """A two-layer numpy MLP trained with SGD on one fixed random batch (softmax cross-entropy)."""
 
@@ -464,13 +502,15 @@ def train(tool: Tool, opts: dict[str, Any]) -> dict[str, Any]:
     """A fixed number of MLP steps, timed, with the tool measuring each step or the whole loop."""
     mode = opts.get("mode", "none")
     steps = int(opts.get("steps", 400))
-    model = MLP(int(opts.get("batch", 256)), 784, int(opts.get("hidden", 1024)), 10)
+    framework = opts.get("framework", "numpy")
+    model_cls = TorchMLP if framework == "torch" else MLP
+    model = model_cls(int(opts.get("batch", 256)), 784, int(opts.get("hidden", 1024)), 10)
     if tool.name != "none":
         tool.import_()
         tool.setup()
     for _ in range(10):  # warm-up: BLAS threads, caches, first-call costs
         model.step()
-    out: dict[str, Any] = {"mode": mode, "steps": steps}
+    out: dict[str, Any] = {"mode": mode, "steps": steps, "framework": framework}
     gc.collect()
     if mode == "run":
         tool.start_run()
@@ -478,23 +518,47 @@ def train(tool: Tool, opts: dict[str, Any]) -> dict[str, Any]:
     energies: list[float] = []
     cpu0, t0 = tree_cpu_s(), time.perf_counter()
     if mode == "step":
-        for _ in range(steps):
-            tool.begin()
-            model.step()
-            energy = tool.end()
-            if energy is not None:
-                energies.append(energy)
+        # Blocks of steps measured and not measured, alternating (the order flips every
+        # block), in this one process: their ratio is what measuring every step costs, free
+        # of the drift between processes (which is larger than that cost on a shared VM).
+        block = max(min(int(opts.get("block", 10)), steps), 1)
+        measured_s = plain_s = 0.0
+        pairs = []
+        clock = time.perf_counter
+        for b in range(max(steps // block, 1)):
+            times = {}
+            for measuring in (True, False) if b % 2 == 0 else (False, True):
+                t = clock()
+                if measuring:
+                    for _ in range(block):
+                        tool.begin()
+                        model.step()
+                        energy = tool.end()
+                        if energy is not None:
+                            energies.append(energy)
+                else:
+                    for _ in range(block):
+                        model.step()
+                times[measuring] = clock() - t
+            measured_s += times[True]
+            plain_s += times[False]
+            pairs.append(times[True] / times[False])
+        steps = max(steps // block, 1) * block
+        out["steps"] = steps
+        out["plain_s"] = plain_s
+        out["paired_pct"] = (measured_s / plain_s - 1) * 100
+        out["pair_median_pct"] = (sorted(pairs)[len(pairs) // 2] - 1) * 100
     else:
         for _ in range(steps):
             model.step()
     t1, cpu1 = time.perf_counter(), tree_cpu_s()
-    out["loop_s"] = t1 - t0
+    out["loop_s"] = measured_s if mode == "step" else t1 - t0
     out["cpu_s"] = cpu1 - cpu0
     out["loss"] = model.step()
     if mode == "run":
         out["report"] = tool.stop_run()
     elif mode == "step":
-        out["report"] = {"energy_j": sum(energies) if energies else None, "blocks": len(energies)}
+        out["report"] = {"energy_j": tool.steps_energy_j(energies), "blocks": steps}
     out["rss_mb"] = rss_mb()
     if tool.name != "none":
         with contextlib.suppress(Exception):

@@ -7,9 +7,9 @@ beyond the cap of `meter.integrations.asgi.metrics.RequestMetrics`, `OTHER`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from meter import Measurement
+from meter import Measurement, Window
 
 __all__ = ["METHODS", "OTHER", "UNMATCHED", "RequestMeasurement", "method_label", "status_class"]
 
@@ -54,7 +54,10 @@ class RequestMeasurement:
     status (None when the app sent no response); ``output_tokens`` the last
     ``completion_tokens`` / ``output_tokens`` of an OpenAI-style ``usage`` in the response
     (None when there was none); ``streamed`` whether the body came in several messages;
-    ``measurement`` the request's `meter.Measurement` (its fair share of the devices).
+    ``energy_j`` and ``co2e_g`` the request's fair share of the devices' joules and its
+    location-based CO2e (None without carbon accounting); ``measurement`` the request's whole
+    `meter.Measurement`, built on first use (a request nobody looks at closer costs only its
+    totals).
     """
 
     route: str
@@ -62,19 +65,25 @@ class RequestMeasurement:
     status: int | None
     output_tokens: int | None
     streamed: bool
-    measurement: Measurement
+    energy_j: float
+    co2e_g: float | None
+    window: Window = field(repr=False, compare=False)
 
     @property
     def status_class(self) -> str:
         return status_class(self.status)
 
     @property
-    def energy_j(self) -> float:
-        return self.measurement.energy_j
+    def measurement(self) -> Measurement:
+        """The request's `meter.Measurement` (per device, idle split, CO2e both ways, ...)."""
+        result = self.window.result
+        if result is None:
+            raise RuntimeError("meter: the measurement of this request could not be built")
+        return result
 
     @property
     def energy_per_output_token_j(self) -> float | None:
         """Joules per output token, when the response reported output tokens."""
         if not self.output_tokens:
             return None
-        return self.measurement.energy_j / self.output_tokens
+        return self.energy_j / self.output_tokens

@@ -229,11 +229,10 @@ class RequestMetrics:
                 requests=self.requests.labels(*key),
                 co2e=self.co2e.labels(*key),
             )
-        m = request.measurement
-        series.energy.observe(max(m.energy_j, 0.0))
+        series.energy.observe(max(request.energy_j, 0.0))
         series.requests.inc()
-        if m.co2e_g is not None:
-            series.co2e.inc(max(m.co2e_g, 0.0))
+        if request.co2e_g is not None:
+            series.co2e.inc(max(request.co2e_g, 0.0))
         if request.output_tokens is not None:
             tokens = self._token_children.get(key)
             if tokens is None:

@@ -348,7 +348,7 @@ class _Request:
             result = self.close(None)
             if held is not None and result is not None:
                 try:
-                    value = f"{result.measurement.energy_j:.6f}".encode("ascii")
+                    value = f"{result.energy_j:.6f}".encode("ascii")
                     header = (self.middleware.energy_header, value)
                     held = {**held, "headers": [*(held.get("headers") or ()), header]}
                 except Exception:
@@ -365,8 +365,8 @@ class _Request:
             self.status = None
         middleware = self.middleware
         try:
-            measurement = self.window.stop(exc_type)
-            if measurement is None:
+            totals = self.window.close(exc_type)  # the Measurement is built when asked for
+            if totals is None:
                 return None
             scope = self.scope
             metrics = middleware.metrics
@@ -377,7 +377,9 @@ class _Request:
                 status=self.status,
                 output_tokens=None if self.scanner is None else self.scanner.tokens,
                 streamed=self.streamed,
-                measurement=measurement,
+                energy_j=totals[0],
+                co2e_g=totals[1],
+                window=self.window,
             )
             if metrics is not None:
                 metrics.observe(result)

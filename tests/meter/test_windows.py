@@ -207,6 +207,146 @@ def test_async_decorator_and_async_with_across_tasks(simulated_meter):
         assert rel_err(r.energy_j, 300.0 * r.duration_s) < 0.05
 
 
+def test_the_first_async_window_starts_the_meter_off_the_event_loop(meter_factory):
+    """Starting a meter opens the devices and waits for the counters' phase lock (up to about
+    half a second): the first ``async with`` does that in an executor. Here the start can only
+    finish once a task on the event loop has run, so a start on the loop would never end."""
+    m = meter_factory(300.0)
+    ticked = threading.Event()
+    start = m.start
+
+    starters: list[threading.Thread] = []
+
+    def start_after_a_tick() -> Meter:
+        if m.started_at is None:  # the real start (later calls return at once)
+            starters.append(threading.current_thread())
+            assert ticked.wait(5.0), "the event loop was blocked while the meter started"
+        return start()
+
+    m.start = start_after_a_tick  # type: ignore[method-assign]
+
+    async def ticker() -> None:
+        await asyncio.sleep(0.001)
+        ticked.set()
+
+    async def main() -> meter.Measurement | None:
+        tick = asyncio.create_task(ticker())
+        async with m.measure("first") as w:
+            pass
+        await tick
+        return w.result
+
+    result = asyncio.run(main())
+    assert result is not None and m.started_at is not None
+    assert starters and threading.main_thread() not in starters
+
+    # Once started, windows open on the loop as before: no executor round trip.
+    async def second() -> bool:
+        async with m.measure("second") as w:
+            pass
+        return w.result is not None
+
+    m.start = start  # type: ignore[method-assign]
+    assert asyncio.run(second())
+
+
+def test_a_closed_windows_totals_are_its_measurements(clocked_meter):
+    m, clock = clocked_meter(300.0, 150.0, carbon=True)
+    w = m.measure("step")
+    w.start()
+    advance(m, clock, 0.7)
+    totals = w.close()
+    assert totals is not None and totals == w.totals
+    result = w.result  # built now, on first use
+    assert result is not None
+    assert totals == (pytest.approx(result.energy_j, rel=1e-12), pytest.approx(result.co2e_g))
+    # (a counter capture on the way may carry the fake clock a little past 0.7 s)
+    assert result.duration_s >= 0.7
+    assert totals[0] == pytest.approx(450.0 * result.duration_s, rel=0.02)
+    bare, clock2 = clocked_meter(300.0)  # no carbon accounting: no CO2e
+    with bare.measure("x") as w2:
+        advance(bare, clock2, 0.3)
+    assert w2.totals is not None and w2.totals[1] is None and w2.result.co2e_g is None
+
+
+def test_a_window_that_reads_no_device_is_settled_by_the_sampler(clocked_meter, monkeypatch):
+    """Its exit only notes the time and the snapshots; the sampler's next pass (or the first
+    reader) works out the joules and adds them to the meter's totals."""
+    m, clock = clocked_meter(300.0, interval_s=0.05)
+    accounted: list[tuple[str, float]] = []
+    account = m.account
+
+    def spy(name: str, seconds: float, energy_j: float, co2e_g: float) -> None:
+        accounted.append((name, energy_j))
+        account(name, seconds, energy_j, co2e_g)
+
+    monkeypatch.setattr(m, "account", spy)
+    with m.measure("step", read_devices=False) as w:
+        advance(m, clock, 0.5)
+    assert accounted == []  # closed, not settled yet
+    advance(m, clock, 0.1)  # a sampler pass or two
+    assert [name for name, _ in accounted] == ["step"]
+    assert w.totals is not None and w.totals[0] == accounted[0][1]
+    assert w.totals[0] == pytest.approx(300.0 * 0.5, rel=0.02)
+    assert m.window_stats["step"].count == 1 and len(accounted) == 1  # settled once
+
+
+def test_unsettled_windows_are_settled_by_their_readers_and_stay_bounded(clocked_meter):
+    m, clock = clocked_meter(300.0, interval_s=0.05)
+    windows = []
+    for _ in range(5):
+        with m.measure("a", read_devices=False) as w:
+            advance(m, clock, 0.01)  # shorter than a sampler interval: no pass in between
+        windows.append(w)
+    stats = m.window_stats["a"]  # the reader settles what is queued
+    assert stats.count == 5
+    assert stats.energy_j == pytest.approx(sum(w.totals[0] for w in windows), rel=1e-12)
+    for _ in range(10_000):  # no sampler pass at all: the closing thread settles in batches
+        with m.measure("b", read_devices=False):
+            pass
+    assert len(m.deferred) < 16
+    assert m.window_stats["b"].count == 10_000
+    m.close()  # closing settles the rest
+    assert not m.deferred
+
+
+def test_windows_closed_on_many_threads_add_up_while_read_and_settled(meter_factory):
+    m = meter_factory(300.0, 150.0, interval_s=0.01)
+    m.start()
+    per_thread, threads = 300, 8
+    done: list[meter.Window] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def work() -> None:
+        mine = []
+        for i in range(per_thread):
+            with m.measure("w", read_devices=i % 2 == 0) as w:
+                pass
+            mine.append(w)
+        with lock:
+            done.extend(mine)
+
+    def read() -> None:
+        while not stop.is_set():
+            stats = m.window_stats.get("w")
+            assert stats is None or stats.count <= per_thread * threads
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    reader.join()
+    stats = m.window_stats["w"]
+    assert stats.count == per_thread * threads == len(done)
+    assert all(w.totals is not None for w in done)
+    assert stats.energy_j == pytest.approx(sum(w.totals[0] for w in done), rel=1e-9)
+
+
 def test_exception_in_block_is_reraised_unchanged_after_recording(simulated_meter):
     class Boom(Exception):
         pass

@@ -91,6 +91,10 @@ def test_concurrent_requests_split_the_energy_and_metrics_show_it(gpus2: Meter) 
         assert rel_err(share, busy_j[i]) < 0.02, (i, share, busy_j[i])
         assert rel_err(share, watts * busy_s) < 0.02, (i, share, watts * busy_s)
     assert all(r.measurement.group == "http" for r in requests)
+    # The totals counted at close are what the lazily built Measurement sums to.
+    for r in requests:
+        assert r.energy_j == pytest.approx(r.measurement.energy_j, rel=1e-12)
+        assert r.co2e_g == pytest.approx(r.measurement.co2e_g, rel=1e-12)
 
     for path in (CHAT, COMPLETIONS):
         mine = [r for r in requests if r.route == path]
