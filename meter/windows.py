@@ -15,7 +15,6 @@ window reaches its meter through the small `WindowHost` protocol; this module ne
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import functools
@@ -372,6 +371,8 @@ class Window:
             # The first window builds and starts the meter: opening the devices and waiting
             # for the counters' phase lock takes up to about half a second, which must not
             # stall the event loop (other requests, heartbeats). Off the loop, then.
+            import asyncio  # here: importing asyncio costs 20 ms, and only async code needs it
+
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not asyncio (trio, curio): start inline as a sync window
