@@ -384,7 +384,7 @@ def _latency_section(r: dict[str, Any]) -> list[str]:
             "min",
             "max",
             f"batches of {r['batch']}",
-            f"< {r['budget_us']:g} µs",
+            f"<= {r['budget_us']:g} µs",
         ],
         rows,
     )
@@ -781,18 +781,19 @@ the NVML energy counter; the sampled fallback within 5% at 10 Hz on steady load.
 
 ## Known gaps
 
-- **`measure()` with 8 simulated GPUs and boundary reads is over the 50 µs budget** (about
-  60 µs; 47–50 µs before each window's start began to be interpolated at exit between the
-  counter values published around it, which fixed windows that open just after a load change;
-  100–160 µs before boundaries learned to skip the device read when the phase lock rules out a
-  new counter value). Each device costs a few µs of Python work per window edge: its
-  interpolation and its share of the result. With 1 simulated GPU the budget holds with room
-  to spare, and DESIGN's budget for 8 *real* GPUs is 1 ms. Lazy per-device results would bring
-  8 devices well under 50 µs; not done yet.
-- **The middleware on 8 simulated GPUs is at the 50 µs budget, and over it in some runs**
-  (section 6 has this run's figure; with 1 and 2 GPUs it is well under). Most of it is the
-  request's shared window, whose cost grows with the device count as above; the same lazy
-  per-device results would fix both."""
+- **No real GPU has been lent**: every figure above is on simulated GPUs; the budget for
+  `measure()` on 8 real GPUs (1 ms) and the real-GPU accuracy budgets are not measured.
+- **A window on a device that is read at its boundaries** (RAPL, a GPU read through its power
+  field, a counter not yet phase-locked) still reads it at exit on the caller's thread; right
+  after a training step that read is cold (section 2, "between training steps": exit 12 µs
+  median, p90 46 µs, with 1 simulated GPU). Windows on phase-locked counters and on estimated
+  devices only note the time and the published readings.
+- **After a drop to 0 W** the Prometheus counter can lead the board's energy by up to 1.5
+  counter update periods of the old power (it extrapolates between updates and never steps
+  back); a board that still draws power absorbs it within a second or so, and windows are
+  corrected at exit. Tested in `tests/exporters/test_prometheus.py`.
+- **The every-step training-loop figure** (side-by-side section) is close to this VM's noise:
+  identical blocks measured against each other differ by about ±0.3 %."""
 
 _SECTIONS = {
     "import": ("1. `import meter`", _import_section),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -34,17 +34,6 @@ class DeviceMeasurement:
     #: The GPU family whose sensor gain and offset were undone (``gpu_correction``), or None.
     correction: str | None = None
 
-    @classmethod
-    def build(cls, fields: dict[str, Any]) -> DeviceMeasurement:
-        """Construct from a complete field dict without the frozen dataclass's per-field
-        ``object.__setattr__`` calls: every window builds one per device, on the hot path.
-        The result is the same frozen object the constructor makes."""
-        if fields.keys() != _DEVICE_FIELDS:
-            return cls(**fields)  # anything unusual takes the checked path
-        obj = object.__new__(cls)
-        obj.__dict__.update(fields)
-        return obj
-
     def __getitem__(self, key: str) -> Any:
         """Dict-style access, so ``m.devices["gpu:0"]["energy_j"]`` works too."""
         return getattr(self, key)
@@ -74,9 +63,6 @@ class DeviceMeasurement:
         if self.error is not None:
             d["error"] = self.error
         return d
-
-
-_DEVICE_FIELDS = {f.name for f in fields(DeviceMeasurement)}
 
 
 @dataclass(frozen=True)
