@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -139,10 +140,12 @@ def test_one_visible_gpu_per_rank(no_rank_env: pytest.MonkeyPatch) -> None:
         m = Meter(cpu=False, idle_file=NO_IDLE, carbon=False)
         assert keys(m) == ["gpu:0"] and m.devices[0].index == 1  # NVML index 1: the 150 W one
         with m.measure("x") as w:
-            pass
+            time.sleep(0.5)  # several counter periods: an empty window right after start is
+            # shorter than one and its average is only as good as the unlocked counter allows
         m.close()
     assert w.result is not None
-    assert w.result.devices["gpu:0"].avg_power_w == pytest.approx(150.0, rel=0.05)
+    # 150 W, not 300 W: the bound only needs to tell the two GPUs apart
+    assert w.result.devices["gpu:0"].avg_power_w == pytest.approx(150.0, rel=0.2)
 
 
 def test_a_rank_without_a_gpu_meters_nothing(no_rank_env: pytest.MonkeyPatch) -> None:
