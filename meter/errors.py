@@ -37,3 +37,16 @@ class DeviceUnavailable(DeviceError):
         super().__init__(reason if fix is None else f"{reason}. To fix: {fix}", device=device)
         self.reason = reason
         self.fix = fix
+
+
+class BadReading(DeviceError):
+    """A device answered, but with a value that cannot be true: an energy counter that stepped
+    back without restarting near zero, or that jumped by more than the board's power limit
+    allows in the time since the last read. The read is ignored (never turned into energy),
+    counted and flagged on the windows it falls in; the device stays in use."""
+
+
+class MethodChanged(DeviceError):
+    """The device changed how it measures (its energy counter stopped answering mid-run, so
+    it now returns power readings): ``device.info`` holds the new method. Readers take the
+    new info and read again; energy so far is kept."""

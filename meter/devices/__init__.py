@@ -56,6 +56,7 @@ def discover(
     rapl_reader: Callable[[str], str] | None = None,
     nvml: Any = None,
     ranks: Ranks | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Discovery:
     """Open every device this process should meter.
 
@@ -68,6 +69,11 @@ def discover(
     ``WORLD_SIZE`` by `meter.ranks.from_env`), the rank meters only its own GPU unless ``gpus``
     is given, and only local rank 0 meters the CPU and DRAM (`meter.ranks.select` has the
     rules). The GPU's notes, `Discovery.notes` and an INFO log line say what the rank chose.
+
+    ``clock`` (monotonic seconds; default ``time.perf_counter``) times the RAPL counter reads,
+    which are checked against the time between them: pass the meter's clock when a test drives
+    a fake RAPL tree on a fake clock. GPUs keep their own (a simulated GPU's clock, else
+    ``time.perf_counter``): it is what moves a simulated counter.
     """
     from meter import ranks as rank_rules
     from meter.devices import nvml as nvml_devices
@@ -89,7 +95,9 @@ def discover(
     if cpu:
         from meter.devices.rapl import open_rapl
 
-        zones, rapl_unavailable = open_rapl(rapl_root, psys=rapl_psys, reader=rapl_reader)
+        zones, rapl_unavailable = open_rapl(
+            rapl_root, psys=rapl_psys, reader=rapl_reader, clock=clock
+        )
         found.devices.extend(zones)
         found.unavailable.extend(rapl_unavailable)
         if cpu_estimate and not any(z.info.kind == "cpu" for z in zones):

@@ -20,16 +20,23 @@ the rules.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import logging
+import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 from meter.devices.base import DeviceInfo, Method, Reading, Unavailable
-from meter.errors import ConfigError, DeviceError, DeviceUnavailable
+from meter.devices.counters import CounterValidator
+from meter.errors import BadReading, ConfigError, DeviceError, DeviceUnavailable, MethodChanged
+
+log = logging.getLogger("meter")
 
 __all__ = [
     "NvmlGpu",
@@ -310,6 +317,14 @@ _HINTS: Final = {
 }
 _DEFAULT_HINT: Final = "Check the GPU with `nvidia-smi`."
 
+#: The power bound of the counter check (`meter.devices.counters`) when NVML answers neither
+#: the enforced nor the management power limit (every board with the energy counter should):
+#: as high as the largest boards' limits so far (B200-class modules, about 1000 W), and the
+#: check's margin doubles it.
+DEFAULT_MAX_POWER_W: Final = 1000.0
+#: Power limits above this are not believed (a driver answering garbage): the default is used.
+_SANE_LIMIT_W: Final = 10_000.0
+
 
 class NvmlGpu:
     """One CUDA-visible NVIDIA GPU, read through NVML. Implements `meter.devices.base.Device`.
@@ -320,11 +335,36 @@ class NvmlGpu:
     ``NVML_FI_DEV_POWER_INSTANT`` where the driver has it, else ``nvmlDeviceGetPowerUsage``
     (a 1 s average on Ampere and newer). Open GPUs with `open_gpus` rather than directly.
     `read` is thread-safe; a failed read raises `DeviceError` naming the device.
+
+    Every counter value is checked (`meter.devices.counters.CounterValidator`, kept as
+    `validator`) against the board's power limit (``nvmlDeviceGetEnforcedPowerLimit`` at open,
+    else ``nvmlDeviceGetPowerManagementLimit``, else `DEFAULT_MAX_POWER_W`; the highest settable
+    limit too where NVML gives it, in case an administrator raises the limit mid-run). A value
+    that steps back without restarting near zero, or jumps further than the limit allows, is
+    not energy: `read` raises `meter.errors.BadReading` and the next read goes on from the last
+    good value. A restart near zero (driver reload, GPU reset) counts what accrued since the
+    restart. If the counter stops answering mid-run (NVML_ERROR_NOT_SUPPORTED or
+    FUNCTION_NOT_FOUND), the GPU switches to power readings: `info` becomes a ``counter=False``
+    `DeviceInfo` with a note saying when and why, that `read` raises
+    `meter.errors.MethodChanged`, and later reads return ``Reading(power_w=...)``.
+
+    ``clock`` times the counter reads (monotonic seconds): by default a simulated GPU's own
+    clock (the fake NVML's ``simulation_clock``), else ``time.perf_counter``, as `meter.Meter`.
     """
 
     info: DeviceInfo
+    #: The counter check, or None for a GPU opened without an energy counter.
+    validator: CounterValidator | None
 
-    def __init__(self, nvml: Any, visible: Visible, *, ordinal: int, counted: bool = True) -> None:
+    def __init__(
+        self,
+        nvml: Any,
+        visible: Visible,
+        *,
+        ordinal: int,
+        counted: bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         """Probe ``visible`` and open it as ``gpu:{ordinal}``; `DeviceError` if it cannot."""
         key = f"gpu:{ordinal}"
         self._nvml = nvml
@@ -345,9 +385,15 @@ class NvmlGpu:
             how = describe(self._handle) if callable(describe) else ""
             if how:
                 notes.append(f"simulated GPU {how}")
+        self._simulated = simulated
+        if clock is None:  # a simulated board's own clock, where the fake NVML offers it
+            clock_of = getattr(nvml, "simulation_clock", None)
+            clock = clock_of(self._handle) if callable(clock_of) else None
+        self._clock: Callable[[], float] = clock or time.perf_counter
         self._counter = False
         self._instant = False
-        self._base_mj = self._last_mj = self._offset_mj = 0
+        self.validator = None
+        self._opened_t = self._clock()
         self._success = getattr(nvml, "NVML_SUCCESS", 0)
         # Built once: read() passes the same list every time.
         self._field_ids = [getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", 186)]
@@ -359,7 +405,14 @@ class NvmlGpu:
                     raise
             else:
                 self._counter = True
-                self._base_mj = self._last_mj = energy_mj
+                # mJ -> J in the validator (units_per_j), which adds the integers exactly.
+                self.validator = CounterValidator(
+                    key,
+                    energy_mj,
+                    self._clock(),
+                    max_power_w=self._max_power_w(),
+                    units_per_j=1000,
+                )
             if not self._counter:
                 self._instant = self._instant_w() is not None
                 if not self._instant:
@@ -420,13 +473,8 @@ class NvmlGpu:
         try:
             if self._counter:
                 with self._lock:
-                    mj = nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
-                    if mj < self._last_mj:
-                        # The u64 mJ counter never wraps in practice, but it restarts from 0
-                        # after a GPU reset: continue from the last value instead of going back.
-                        self._offset_mj += self._last_mj
-                    self._last_mj = mj
-                    return Reading(energy_j=(mj + self._offset_mj - self._base_mj) / 1000.0)
+                    if self._counter:  # not switched to power by another thread meanwhile
+                        return self._read_counter()
             watts = self._instant_w() if self._instant else None
             if watts is None:
                 watts = nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
@@ -437,6 +485,84 @@ class NvmlGpu:
     def close(self) -> None:
         """Stop using the GPU (NVML itself stays loaded for the others). Idempotent."""
         self._closed = True
+
+    def _read_counter(self) -> Reading:
+        """One counter read, checked (the caller holds the lock). The u64 mJ counter never
+        wraps in practice, but restarts from 0 after a GPU reset or a driver reload, and a
+        read can be wrong: `CounterValidator` tells them apart."""
+        assert self.validator is not None
+        try:
+            mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        except self._error as error:
+            if self._unsupported(error):
+                self._switch_to_power(error)
+            raise
+        verdict = self.validator.update(int(mj), self._clock())
+        if not verdict.accepted:
+            raise BadReading(verdict.message, device=self._key)
+        if verdict.message:  # a restart or a rebase: energy goes on, but say so
+            log.warning("meter: %s: %s", self._label, verdict.message)
+        return Reading(energy_j=verdict.energy_j)
+
+    def _switch_to_power(self, error: BaseException) -> NoReturn:
+        """The counter stopped answering mid-run: power readings from now on. Raises
+        `MethodChanged`, or the NVML error of the power probe (then nothing has changed and the
+        next read tries again)."""
+        instant = self._instant_w() is not None
+        elapsed_s = max(self._clock() - self._opened_t, 0.0)
+        wall = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        source = (
+            "NVML_FI_DEV_POWER_INSTANT"
+            if instant
+            else "nvmlDeviceGetPowerUsage, a 1 s average on Ampere and newer"
+        )
+        note = (
+            f"energy counter stopped answering mid-run ({error}) at {wall}, "
+            f"{elapsed_s:.1f} s after open: power readings ({source}) integrated from then on"
+        )
+        self._instant = instant
+        self._counter = False
+        method: Method = "simulated" if self._simulated else "sampled"
+        self.info = dataclasses.replace(
+            self.info, method=method, counter=False, notes=(*self.info.notes, note)
+        )
+        log.warning("meter: %s: %s", self._label, note)
+        raise MethodChanged(
+            f"{self._label} {note}; the energy counted so far is kept", device=self._key
+        ) from error
+
+    def _max_power_w(self) -> float:
+        """The highest power the board can draw, for the counter check: its enforced power
+        limit, else its management limit, else `DEFAULT_MAX_POWER_W`; raised to the highest
+        limit that can be set (``nvmlDeviceGetPowerManagementLimitConstraints``) where NVML
+        gives it, so that a limit raised mid-run does not make true reads look implausible."""
+        limits_w: list[float] = []
+        for name in ("nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetPowerManagementLimit"):
+            watts = self._limit_w(name)
+            if watts is not None:
+                limits_w.append(watts)
+                break
+        constraints = getattr(self._nvml, "nvmlDeviceGetPowerManagementLimitConstraints", None)
+        if callable(constraints):
+            try:
+                highest = float(constraints(self._handle)[1]) / 1000.0
+            except (self._error, TypeError, ValueError, IndexError):
+                pass
+            else:
+                if math.isfinite(highest) and 0 < highest <= _SANE_LIMIT_W:
+                    limits_w.append(highest)
+        return max(limits_w) if limits_w else DEFAULT_MAX_POWER_W
+
+    def _limit_w(self, name: str) -> float | None:
+        """A power limit in watts from NVML function ``name`` (mW), or None."""
+        function = getattr(self._nvml, name, None)
+        if not callable(function):
+            return None
+        try:
+            watts = float(function(self._handle)) / 1000.0
+        except (self._error, TypeError, ValueError):
+            return None
+        return watts if math.isfinite(watts) and 0 < watts <= _SANE_LIMIT_W else None
 
     def _instant_w(self) -> float | None:
         """Instantaneous watts from the NVML field, or None when the driver does not have it."""
@@ -484,6 +610,7 @@ def open_gpus(
     nvml: Any | None = None,
     visible: str | Literal[_Env.FROM_ENV] | None = FROM_ENV,
     select: Sequence[int] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> tuple[list[NvmlGpu], list[Unavailable], list[str]]:
     """Open the CUDA-visible GPUs: ``(devices, unavailable, warnings)``.
 
@@ -493,7 +620,8 @@ def open_gpus(
     it, never an exception. ``visible``: a ``CUDA_VISIBLE_DEVICES`` value (default: the
     environment's; ``None`` means every GPU). ``select``: CUDA ordinals to open among the
     visible GPUs (default all); an unknown one raises `ConfigError` at once. A GPU that fails
-    its probe comes back as `Unavailable` with the reason.
+    its probe comes back as `Unavailable` with the reason. ``clock``: what times the counter
+    reads (`NvmlGpu`; default: a simulated GPU's own clock, else ``time.perf_counter``).
 
         >>> from meter.testing.nvml import FakeNVML, SimulatedGPU
         >>> fake = FakeNVML([SimulatedGPU(300.0), SimulatedGPU(250.0)])
@@ -553,7 +681,7 @@ def open_gpus(
                 f"but not added to totals a second time."
             )
         try:
-            device = NvmlGpu(nvml, gpu, ordinal=ordinal, counted=counted)
+            device = NvmlGpu(nvml, gpu, ordinal=ordinal, counted=counted, clock=clock)
         except DeviceUnavailable as error:
             unavailable.append(
                 Unavailable(key=key, kind="gpu", reason=error.reason, fix=error.fix, model=gpu.name)

@@ -13,6 +13,9 @@ The kernel's ``intel_rapl_common`` driver exposes one directory per RAPL zone un
 Each zone has ``energy_uj`` (a wrapping microjoule counter), ``max_energy_range_uj`` (where it
 wraps) and ``name``. `open_rapl` turns them into counter devices (``cpu:N``, ``dram:N`` and, on
 request, ``psys:0``) whose ``read()`` returns joules since open, wraparound already handled.
+Every counter value is checked (`meter.devices.counters`): a fall is a wrap only when the
+wrapped increment is plausible for the zone's power, so a counter that drops without wrapping
+(100 J to 0) is a restart or a bad read, never +262 kJ.
 
 Example::
 
@@ -25,17 +28,24 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import platform
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from meter.devices.base import DeviceInfo, Kind, Reading, Unavailable
-from meter.errors import DeviceError, DeviceUnavailable
+from meter.devices.counters import CounterValidator
+from meter.errors import BadReading, DeviceError, DeviceUnavailable
+
+log = logging.getLogger("meter")
 
 __all__ = ["DEFAULT_POWERCAP_ROOT", "RaplZone", "open_rapl", "read_cpu_model"]
 
@@ -59,6 +69,24 @@ _MMIO = "intel-rapl-mmio"
 _KIND_ORDER: dict[str, int] = {"cpu": 0, "dram": 1, "psys": 2}
 
 _PSYS_NOTE = "psys covers the whole SoC including package and DRAM, so it is not added to totals"
+
+#: The power bound of a zone's counter check (`meter.devices.counters`) when its constraint
+#: files give no sane figure (DRAM zones often report 0, VMs hide them): above any single
+#: package or DRAM zone made so far (the largest server parts are limited to about 500 W).
+DEFAULT_MAX_POWER_W: Final = 1000.0
+#: A zone's constraint files give a limit (``constraint_N_power_limit_uw``) and the
+#: hardware's maximum (``constraint_N_max_power_uw``) for the long-term (PL1), short-term (PL2)
+#: and peak (PL4) windows. The bound is the largest of them times this: a limit is an average
+#: over its window (the package runs above PL1 up to PL2 for seconds), and a limit that is not
+#: enabled is not enforced at all.
+_LIMIT_HEADROOM: Final = 2.0
+#: The bound never goes below this, so that a tiny or stale limit (a few watts on some DRAM
+#: zones) cannot make every true read look implausible.
+_MIN_MAX_POWER_W: Final = 100.0
+#: Constraint values above this (watts) are not believed: the default is used.
+_SANE_LIMIT_W: Final = 10_000.0
+#: Constraints the driver exposes per zone: long_term, short_term, peak_power (and spare).
+_CONSTRAINTS: Final = 4
 
 
 def _read_text(path: str) -> str:
@@ -115,9 +143,20 @@ class RaplZone:
     The zone must be read at least once per wrap period (``max_energy_range_uj`` uJ of energy:
     about 262 kJ on many Intel parts, some 17 minutes at 250 W, less on some AMD parts); the
     sampler reads far more often than that.
+
+    Every value is checked (`meter.devices.counters.CounterValidator`, kept as `validator`)
+    against ``max_power_w``: by default the largest sane ``constraint_*_max_power_uw`` /
+    ``constraint_*_power_limit_uw`` of the zone times 2 (at least 100 W), else
+    `DEFAULT_MAX_POWER_W`. A fall is a wrap only when the wrapped increment is plausible, a
+    restart when the new value is itself plausible (energy since the restart), else a bad
+    read: `read` raises `meter.errors.BadReading` and the next read goes on from the last good
+    value. ``clock`` (monotonic seconds, default ``time.perf_counter`` as `meter.Meter`'s) times
+    the reads.
     """
 
     info: DeviceInfo
+    #: The counter check of this zone.
+    validator: CounterValidator
 
     def __init__(
         self,
@@ -125,6 +164,8 @@ class RaplZone:
         info: DeviceInfo,
         *,
         reader: Reader | None = None,
+        clock: Callable[[], float] | None = None,
+        max_power_w: float | None = None,
     ) -> None:
         self.info = info
         self.path = Path(path)
@@ -134,6 +175,7 @@ class RaplZone:
         self._fd: int | None = None
         self._finalizer: weakref.finalize[[int], RaplZone] | None = None
         self._closed = False
+        self._clock: Callable[[], float] = clock or time.perf_counter
 
         self.max_energy_range_uj: int = self._open_int("max_energy_range_uj")
         if self.max_energy_range_uj <= 0:
@@ -154,14 +196,45 @@ class RaplZone:
             # Closes the descriptor if the zone is dropped without close().
             self._finalizer = weakref.finalize(self, os.close, fd)
         try:
-            self._last_uj = self._read_uj()
+            first_uj = self._read_uj()
         except PermissionError as e:
             self.close()
             raise _root_only(self._energy_path, device=info.key) from e
         except (OSError, ValueError) as e:
             self.close()
             raise self._open_failed(e) from e
-        self._total_uj = 0
+        #: The power bound of the counter check, in watts (see the class docstring).
+        self.max_power_w = self._max_power_w() if max_power_w is None else max_power_w
+        # The counter wraps to 0 after max_energy_range_uj. The validator handles it, once,
+        # with this zone's own range (ranges differ between packages, DRAM and CPU vendors),
+        # and converts uJ -> J (units_per_j), adding the integers exactly.
+        self.validator = CounterValidator(
+            info.key,
+            first_uj,
+            self._clock(),
+            max_power_w=self.max_power_w,
+            wrap=self.max_energy_range_uj,
+            units_per_j=1_000_000,
+        )
+
+    def _max_power_w(self) -> float:
+        """The largest sane constraint of the zone times `_LIMIT_HEADROOM` (at least
+        `_MIN_MAX_POWER_W`), else `DEFAULT_MAX_POWER_W`. Missing or unreadable files are
+        skipped: they are optional in the kernel's powercap ABI."""
+        read_text = self._reader or _read_text
+        found_w: list[float] = []
+        for index in range(_CONSTRAINTS):
+            for name in ("max_power_uw", "power_limit_uw"):
+                path = os.fspath(self.path / f"constraint_{index}_{name}")
+                try:
+                    watts = int(read_text(path)) / 1e6
+                except (OSError, ValueError, UnicodeDecodeError):
+                    continue
+                if math.isfinite(watts) and 0 < watts <= _SANE_LIMIT_W:
+                    found_w.append(watts)
+        if not found_w:
+            return DEFAULT_MAX_POWER_W
+        return max(max(found_w) * _LIMIT_HEADROOM, _MIN_MAX_POWER_W)
 
     def _open_int(self, name: str) -> int:
         path = os.fspath(self.path / name)
@@ -189,7 +262,8 @@ class RaplZone:
         return int(self._reader(self._energy_path))
 
     def read(self) -> Reading:
-        """Joules since open. Raises `~meter.errors.DeviceError` when the counter cannot be read."""
+        """Joules since open. Raises `~meter.errors.DeviceError` when the counter cannot be read,
+        `~meter.errors.BadReading` when its value cannot be true (the read is ignored)."""
         with self._lock:
             if self._closed:
                 raise DeviceError(
@@ -213,15 +287,13 @@ class RaplZone:
                     "check `dmesg | grep -i rapl`",
                     device=self.info.key,
                 ) from e
-            # The counter wraps to 0 after max_energy_range_uj. Handled here, once, with this
-            # zone's own range (ranges differ between packages, DRAM and CPU vendors).
-            if now_uj >= self._last_uj:
-                self._total_uj += now_uj - self._last_uj
-            else:
-                self._total_uj += now_uj + self.max_energy_range_uj - self._last_uj
-            self._last_uj = now_uj
-            # uJ -> J here and nowhere else.
-            return Reading(energy_j=self._total_uj / 1e6)
+            # Wraps, restarts and bad values are told apart here, once (see the validator).
+            verdict = self.validator.update(now_uj, self._clock())
+            if not verdict.accepted:
+                raise BadReading(verdict.message, device=self.info.key)
+            if verdict.message:  # a restart or a rebase: energy goes on, but say so
+                log.warning("meter: RAPL zone %s: %s", self.path, verdict.message)
+            return Reading(energy_j=verdict.energy_j)
 
     def close(self) -> None:
         """Release the file descriptor. Idempotent; ``read()`` raises afterwards."""
@@ -274,6 +346,7 @@ def open_rapl(
     psys: bool = False,
     reader: Reader | None = None,
     cpuinfo: str = "/proc/cpuinfo",
+    clock: Callable[[], float] | None = None,
 ) -> tuple[list[RaplZone], list[Unavailable]]:
     """Open every usable RAPL zone under ``root``; list the ones that cannot be used, and why.
 
@@ -285,7 +358,8 @@ def open_rapl(
 
     ``reader`` replaces every file read (no descriptor is kept open): pass
     ``meter.testing.rapl.FakeRapl(...).reader`` to read a fake tree as an unprivileged user would.
-    ``cpuinfo`` is where the CPU model name comes from.
+    ``cpuinfo`` is where the CPU model name comes from. ``clock`` times the counter reads (see
+    `RaplZone`; default ``time.perf_counter``).
 
     Never raises for missing or unreadable hardware: with no powercap directory, the result is
     ``([], [Unavailable(key="cpu", ...)])`` with the fix.
@@ -415,7 +489,7 @@ def open_rapl(
             counted=counted,
         )
         try:
-            zones.append(RaplZone(e.path, info, reader=reader))
+            zones.append(RaplZone(e.path, info, reader=reader, clock=clock))
         except DeviceUnavailable as err:
             unavailable.append(
                 Unavailable(key=key, kind=kind, reason=err.reason, fix=err.fix, model=model)

@@ -24,7 +24,7 @@ import ctypes
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -78,6 +78,11 @@ class FakeNVML:
     Calls on a MIG handle: name, UUID, ``nvmlDeviceIsMigDeviceHandle`` and
     ``nvmlDeviceGetDeviceHandleFromMigDeviceHandle`` work; energy and power raise
     NVML_ERROR_NOT_SUPPORTED, as NVML meters the whole GPU.
+
+    Faults: errors and hangs per GPU (`SimulatedGPU.inject_error`, `SimulatedGPU.inject_hang`),
+    and counter values that glitch, move or restart (`SimulatedGPU.inject_counter_glitch`,
+    `SimulatedGPU.shift_counter`, `SimulatedGPU.reset_counter`). ``simulation_clock(handle)``
+    (not in pynvml) gives the device code the board's clock.
 
         >>> nvml = FakeNVML([SimulatedGPU(250.0)])
         >>> nvml.nvmlInit()
@@ -209,6 +214,16 @@ class FakeNVML:
         gpu = self._whole("nvmlDeviceGetEnforcedPowerLimit", handle)
         return int(1000.0 * gpu.power_limit_w)
 
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        gpu = self._whole("nvmlDeviceGetPowerManagementLimit", handle)
+        return int(1000.0 * gpu.power_limit_w)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Any) -> list[int]:
+        """``[min, max]`` settable limits in mW: here the board's limit is also its maximum."""
+        gpu = self._whole("nvmlDeviceGetPowerManagementLimitConstraints", handle)
+        limit_mw = int(1000.0 * gpu.power_limit_w)
+        return [min(limit_mw, 100_000), limit_mw]
+
     # -- energy and power ---------------------------------------------------------------------
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
@@ -263,6 +278,12 @@ class FakeNVML:
         """How the board behind ``handle`` makes its readings (for ``meter devices``)."""
         gpu = self._gpu_of(handle)
         return gpu.describe
+
+    def simulation_clock(self, handle: Any) -> Callable[[], float]:
+        """The clock of the board behind ``handle`` (`SimulatedGPU.clock`): the device code
+        times its counter reads with it, so tests on a fake clock check counter steps against
+        the time that moved the counter."""
+        return self._gpu_of(handle).clock
 
     # -- internals ----------------------------------------------------------------------------
 

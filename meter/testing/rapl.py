@@ -47,6 +47,11 @@ class FakeRapl:
     ``dram:N`` and ``psys:0``; ``core:N`` and ``uncore:N`` name the package's subzones (which
     ``open_rapl`` skips). Counters wrap at ``max_energy_range_uj`` like the hardware's.
 
+    Faults: `set_energy_uj` sets a counter to any value in range, so a test can make it drop
+    without wrapping (``set_energy_uj(key, 0)``: a restart; a lower value: a step back) or jump.
+    `set_power_limit` writes a zone's ``constraint_N_*`` files (none by default, as in many
+    VMs), from which `meter` takes the power bound of its counter check.
+
     ``reader`` reads files as an unprivileged user would, even when the test runs as root: pass
     it as ``open_rapl(fake.root, reader=fake.reader)`` to see `make_root_only` take effect. It
     also serialises with the fake's writes, so use it when other threads read while the test
@@ -167,7 +172,9 @@ class FakeRapl:
                 self._write_uj(energy, (now_uj + delta_uj) % self.max_energy_range_uj)
 
     def set_energy_uj(self, key: str, value: int) -> None:
-        """Set ``key``'s raw counter (and its MMIO twin's) to ``value`` microjoules."""
+        """Set ``key``'s raw counter (and its MMIO twin's) to ``value`` microjoules: any value
+        in range, so a lower one models a counter that restarts (0) or steps back without
+        wrapping, a much higher one a counter that jumps."""
         if not 0 <= value <= self.max_energy_range_uj:
             raise ValueError(
                 f"energy_uj must be within 0..{self.max_energy_range_uj} "
@@ -195,6 +202,43 @@ class FakeRapl:
             os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
+
+    def set_power_limit(
+        self,
+        key: str,
+        power_limit_w: float | None,
+        *,
+        max_power_w: float | None = None,
+        constraint: int = 0,
+        name: str = "long_term",
+    ) -> None:
+        """Write constraint ``constraint`` of ``key``'s zone (and its MMIO twin's), as the
+        kernel lays it out: ``constraint_N_name``, ``constraint_N_power_limit_uw`` and, when
+        given, ``constraint_N_max_power_uw`` (watts here, microwatts in the files). ``None``
+        leaves that file out (or removes it)."""
+        if constraint < 0:
+            raise ValueError(f"constraint must be >= 0, got {constraint}")
+        for what, watts in (("power_limit_w", power_limit_w), ("max_power_w", max_power_w)):
+            if watts is not None and not (math.isfinite(watts) and watts >= 0):
+                raise ValueError(f"{what} must be finite watts >= 0 or None, got {watts!r}")
+        with self._lock:
+            for zone in self._dirs(key):
+                prefix = f"constraint_{constraint}_"
+                self._replace(zone / f"{prefix}name", f"{name}\n", _READABLE)
+                for suffix, watts in (
+                    ("power_limit_uw", power_limit_w),
+                    ("max_power_uw", max_power_w),
+                ):
+                    path = zone / f"{prefix}{suffix}"
+                    if watts is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        self._replace(path, f"{round(watts * 1e6)}\n", _READABLE)
+
+    @classmethod
+    def _replace(cls, path: Path, text: str, mode: int) -> None:
+        path.unlink(missing_ok=True)
+        cls._create(path, text, mode)
 
     # -- permissions ---------------------------------------------------------------------------
 

@@ -447,6 +447,13 @@ class SimulatedGPU:
     function name), errors included, so tests can assert "no NVML call on the request path".
     The GPU is thread-safe.
 
+    Faults to inject: `inject_error` (any NVML error, e.g. the counter turning NotSupported
+    mid-run) and `inject_hang`; for the energy counter's value, `inject_counter_glitch` (the
+    next reads are off, then right again), `shift_counter` (it moves for good) and
+    `reset_counter` (it restarts from 0, as after a driver reload). ``power_limit_w`` is what
+    ``nvmlDeviceGetEnforcedPowerLimit`` (and the management limit and its constraints' maximum)
+    answer, the bound `meter` checks counter steps against.
+
         >>> clock = iter([0.0, 0.25, 0.25]).__next__
         >>> gpu = SimulatedGPU(lambda t: 100.0 + 400.0 * t, clock=clock, counter_update_s=0)
         >>> round(gpu.energy_j(), 6)  # integral of 100 + 400 t over [0, 0.25]
@@ -530,6 +537,10 @@ class SimulatedGPU:
         self._errors: list[_InjectedError] = []
         self._hangs: list[_InjectedHang] = []
         self._counter_high_mj = 0
+        # Counter faults (millijoules): a lasting shift, and a glitch for the next reads.
+        self._counter_shift_mj = 0
+        self._glitch_mj = 0
+        self._glitch_reads = 0
         self._loop_noted = False
         self.created_s = clock()
 
@@ -669,6 +680,50 @@ class SimulatedGPU:
             self._hangs.append(_InjectedHang(event, names, timeout_s))
         return event
 
+    # -- injected counter faults ---------------------------------------------------------------
+
+    def inject_counter_glitch(self, delta_mj: int, *, reads: int = 1) -> None:
+        """Make the next ``reads`` energy-counter reads return the true value + ``delta_mj``
+        (negative for a read that steps back; floored at 0), like one bad read of a real board.
+        Reads after those are right again. A new glitch replaces one still pending.
+
+            >>> from meter.testing.nvml import FakeNVML
+            >>> gpu = SimulatedGPU(300.0, initial_energy_j=1000.0, counter_update_s=0,
+            ...                    clock=lambda: 5.0)
+            >>> nvml = FakeNVML([gpu])
+            >>> nvml.nvmlInit()
+            >>> handle = nvml.nvmlDeviceGetHandleByIndex(0)
+            >>> gpu.inject_counter_glitch(-1000)
+            >>> [nvml.nvmlDeviceGetTotalEnergyConsumption(handle) for _ in range(2)]
+            [999000, 1000000]
+        """
+        if isinstance(delta_mj, bool) or not isinstance(delta_mj, int):
+            raise ValueError(
+                f"inject_counter_glitch delta_mj must be integer millijoules, got {delta_mj!r}"
+            )
+        if isinstance(reads, bool) or not isinstance(reads, int) or reads < 1:
+            raise ValueError(f"inject_counter_glitch reads must be an integer >= 1, got {reads!r}")
+        with self._lock:
+            self._glitch_mj, self._glitch_reads = delta_mj, reads
+
+    def shift_counter(self, delta_mj: int) -> None:
+        """Move the energy counter by ``delta_mj`` for good, from now on (negative: it steps
+        back and stays there; floored at 0), then it counts on normally from the new level."""
+        if isinstance(delta_mj, bool) or not isinstance(delta_mj, int):
+            raise ValueError(
+                f"shift_counter delta_mj must be integer millijoules, got {delta_mj!r}"
+            )
+        with self._lock:
+            self._counter_shift_mj += delta_mj
+
+    def reset_counter(self) -> None:
+        """Restart the energy counter from 0 now, as a driver reload or a GPU reset does: reads
+        from now on count the energy since this call."""
+        with self._lock:
+            base = self._base_counter_mj(self.clock())
+            if base is not None:
+                self._counter_shift_mj = -base
+
     # -- what NVML reads (called by FakeNVML; the caller holds ``_lock``) --------------------
 
     def _enter(self, function: str) -> float:
@@ -693,6 +748,19 @@ class SimulatedGPU:
         return now
 
     def _counter_mj(self, now: float) -> int | None:
+        """The counter's value read at ``now``, injected faults included (a pending glitch is
+        used up)."""
+        base = self._base_counter_mj(now)
+        if base is None:
+            return None
+        mj = max(base + self._counter_shift_mj, 0)
+        if self._glitch_reads > 0:
+            self._glitch_reads -= 1
+            mj = max(mj + self._glitch_mj, 0)
+        return mj
+
+    def _base_counter_mj(self, now: float) -> int | None:
+        """The counter as the sensor model publishes it, before injected faults."""
         counter = self._readings.counter_j(self._tick(now - self.created_s))
         if counter is None:
             return None

@@ -15,13 +15,14 @@ import pytest
 from meter.devices import discover, simulated_nvml
 from meter.devices.base import Device, DeviceInfo, Reading
 from meter.devices.nvml import (
+    DEFAULT_MAX_POWER_W,
     NvmlGpu,
     load_nvml,
     open_gpus,
     parse_visible_devices,
     resolve_visible,
 )
-from meter.errors import ConfigError, DeviceError
+from meter.errors import BadReading, ConfigError, DeviceError, MethodChanged
 from meter.testing import nvml as testing_nvml
 from meter.testing.nvml import FakeNVML, SimulatedGPU, simulated_gpus
 
@@ -168,6 +169,182 @@ def test_counter_reads_are_thread_safe_and_monotonic() -> None:
     for thread in threads:
         thread.join()
     assert not problems
+
+
+# -- counter values that cannot be true -----------------------------------------------------------
+
+
+def ideal_gpu(clock: ManualClock, **options: Any) -> tuple[SimulatedGPU, NvmlGpu]:
+    """A 300 W board whose continuous counter is exactly its energy (1 MJ at open), opened."""
+    sim = SimulatedGPU(300.0, counter_update_s=0, sensor="ideal", clock=clock, **options)
+    (gpu,), _, _ = open_gpus(nvml=FakeNVML([sim]), visible=None)
+    return sim, gpu
+
+
+def test_counter_step_back_is_a_bad_reading_not_a_restart() -> None:
+    clock = ManualClock()
+    sim, gpu = ideal_gpu(clock)
+    clock.advance(1.0)
+    assert gpu.read().energy_j == 300.0
+    sim.inject_counter_glitch(-1000)  # one read 1 J low, in the same instant
+    with pytest.raises(BadReading) as raised:
+        gpu.read()
+    assert raised.value.device == "gpu:0"
+    assert str(raised.value) == (
+        "gpu:0 energy counter stepped back 1.0 J (1000300.0 -> 1000299.0 J) without restarting "
+        "near zero: read ignored"
+    )
+    clock.advance(1.0)
+    assert gpu.read().energy_j == 600.0  # no phantom joules: not 1,000,599 J
+    assert gpu.validator is not None and gpu.validator.rejected == 1
+
+
+def test_counter_jump_of_a_million_joules_is_rejected() -> None:
+    clock = ManualClock()
+    sim, gpu = ideal_gpu(clock)
+    clock.advance(0.1)
+    sim.inject_counter_glitch(1_000_000_000)  # +1,000,000 J in 0.1 s
+    with pytest.raises(BadReading, match=r"gpu:0 energy counter jumped 1000030\.0 J in 0\.1 s"):
+        gpu.read()
+    clock.advance(0.1)
+    assert gpu.read().energy_j == pytest.approx(60.0)
+
+
+def test_counter_restart_near_zero_counts_the_energy_since_the_restart() -> None:
+    clock = ManualClock()
+    sim, gpu = ideal_gpu(clock)
+    clock.advance(1.0)
+    assert gpu.read().energy_j == 300.0
+    sim.reset_counter()  # a driver reload
+    clock.advance(0.5)
+    assert gpu.read().energy_j == pytest.approx(450.0)  # 300 J + the 150 J since the restart
+    assert gpu.validator is not None
+    assert (gpu.validator.resets, gpu.validator.rejected) == (1, 0)
+    assert gpu.validator.last.kind == "reset"
+
+
+@pytest.mark.parametrize("shift_mj", [1_000_000_000, -100_000], ids=["jump", "step-back"])
+def test_counter_that_moved_for_good_is_rebased_without_the_jump(shift_mj: int) -> None:
+    clock = ManualClock()
+    sim, gpu = ideal_gpu(clock)
+    for _ in range(10):
+        clock.advance(0.1)
+        gpu.read()
+    assert gpu.read().energy_j == pytest.approx(300.0)
+    sim.shift_counter(shift_mj)  # moves for good, then counts on normally
+    for _ in range(2):  # REBASE_AFTER - 1 reads are ignored ...
+        clock.advance(0.1)
+        with pytest.raises(BadReading):
+            gpu.read()
+    clock.advance(0.1)
+    reading = gpu.read()  # ... then the new level is the base
+    assert reading.energy_j == pytest.approx(390.0, abs=0.01)  # the 1.3 s at 300 W, no jump
+    validator = gpu.validator
+    assert validator is not None
+    assert (validator.rebases, validator.estimates, validator.rejected) == (1, 1, 2)
+    assert validator.estimated_j == pytest.approx(30.0, abs=0.01)  # the 0.1 s before the move
+    clock.advance(0.1)
+    assert gpu.read().energy_j == pytest.approx(420.0, abs=0.01)
+
+
+def test_counter_reads_are_timed_by_the_simulated_gpus_clock() -> None:
+    clock = ManualClock()
+    _, gpu = ideal_gpu(clock)
+    clock.advance(10.0)  # 3 kJ in 10 s of the board's clock: plausible, whatever real time did
+    assert gpu.read().energy_j == 3000.0
+
+
+def test_counter_check_uses_the_power_limit() -> None:
+    clock = ManualClock()
+    sim, gpu = ideal_gpu(clock, power_limit_w=350.0)
+    assert gpu.validator is not None and gpu.validator.max_power_w == 350.0
+    assert sim.calls["nvmlDeviceGetEnforcedPowerLimit"] == 1
+    sim.inject_counter_glitch(400_000)  # 400 J at once: more than 2 x 350 W x 0.5 s
+    with pytest.raises(BadReading, match="350 W"):
+        gpu.read()
+
+
+class NoLimits(FakeNVML):
+    """A driver that answers no power limit at all."""
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Any) -> list[int]:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+
+class OnlyManagementLimit(NoLimits):
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        return 250_000
+
+
+class RaisedLimit(FakeNVML):
+    """Enforced at 150 W now, but up to 400 W can be set mid-run."""
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return 150_000
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Any) -> list[int]:
+        return [100_000, 400_000]
+
+
+@pytest.mark.parametrize(
+    ("fake", "max_power_w"),
+    [(NoLimits, DEFAULT_MAX_POWER_W), (OnlyManagementLimit, 250.0), (RaisedLimit, 400.0)],
+)
+def test_power_limit_fallbacks(fake: type[FakeNVML], max_power_w: float) -> None:
+    (gpu,), _, _ = open_gpus(nvml=fake([SimulatedGPU()]), visible=None)
+    assert gpu.validator is not None and gpu.validator.max_power_w == max_power_w
+
+
+@pytest.mark.parametrize("kind", ["not_supported", "function_not_found"])
+def test_counter_not_supported_mid_run_switches_to_power_readings(kind: str) -> None:
+    clock = ManualClock()
+    sim, gpu = ideal_gpu(clock)
+    clock.advance(1.0)
+    assert gpu.read().energy_j == 300.0
+    sim.inject_error(kind, calls=["nvmlDeviceGetTotalEnergyConsumption"])
+    clock.advance(1.0)
+    with pytest.raises(MethodChanged) as raised:
+        gpu.read()
+    assert raised.value.device == "gpu:0"
+    assert isinstance(raised.value, DeviceError)
+    assert "energy counter stopped answering mid-run" in str(raised.value)
+    assert gpu.info.counter is False and gpu.info.method == "simulated"
+    (note,) = [n for n in gpu.info.notes if "stopped answering mid-run" in n]
+    assert "2.0 s after open" in note and "NVML_FI_DEV_POWER_INSTANT" in note
+    assert "integrated from then on" in note
+    clock.advance(0.5)
+    assert gpu.read() == Reading(power_w=300.0)  # power from now on, no second MethodChanged
+    assert gpu.read() == Reading(power_w=300.0)
+
+
+def test_counter_not_supported_mid_run_on_a_real_gpu_is_sampled() -> None:
+    clock = ManualClock()
+    sim = SimulatedGPU(200.0, counter_update_s=0, instant_power=False, sensor="ideal", clock=clock)
+    (gpu,), _, _ = open_gpus(nvml=RealLooking([sim]), visible=None)
+    assert gpu.info.method == "counter"
+    sim.inject_error("not_supported", calls=["nvmlDeviceGetTotalEnergyConsumption"])
+    with pytest.raises(MethodChanged, match="nvmlDeviceGetPowerUsage"):
+        gpu.read()
+    assert (gpu.info.method, gpu.info.counter) == ("sampled", False)
+    assert gpu.read() == Reading(power_w=200.0)
+
+
+def test_other_counter_errors_mid_run_keep_the_counter() -> None:
+    clock = ManualClock()
+    sim, gpu = ideal_gpu(clock)
+    sim.inject_error("timeout", calls=["nvmlDeviceGetTotalEnergyConsumption"])
+    with pytest.raises(DeviceError) as raised:
+        gpu.read()
+    assert not isinstance(raised.value, MethodChanged | BadReading)
+    sim.clear_errors()
+    clock.advance(1.0)
+    assert gpu.read().energy_j == 300.0 and gpu.info.counter is True
 
 
 # -- the sampled path --------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from meter.devices.base import Device, Unavailable
-from meter.devices.rapl import RaplZone, open_rapl, read_cpu_model
-from meter.errors import DeviceError, DeviceUnavailable
+from meter.devices.rapl import DEFAULT_MAX_POWER_W, RaplZone, open_rapl, read_cpu_model
+from meter.errors import BadReading, DeviceError, DeviceUnavailable
+from meter.testing.clock import FakeClock
 from meter.testing.rapl import FakeRapl
 
 MODEL = "Intel(R) Xeon(R) Platinum 8480+"
@@ -29,10 +30,12 @@ def cpuinfo(tmp_path: Path) -> str:
 
 
 def open_fake(
-    fake: FakeRapl, cpuinfo: str, *, psys: bool = False
+    fake: FakeRapl, cpuinfo: str, *, psys: bool = False, clock: FakeClock | None = None
 ) -> tuple[dict[str, RaplZone], list[Unavailable]]:
     """Open the fake tree as an unprivileged user would; zones by key."""
-    zones, unavailable = open_rapl(fake.root, reader=fake.reader, cpuinfo=cpuinfo, psys=psys)
+    zones, unavailable = open_rapl(
+        fake.root, reader=fake.reader, cpuinfo=cpuinfo, psys=psys, clock=clock
+    )
     return {z.info.key: z for z in zones}, unavailable
 
 
@@ -179,10 +182,108 @@ def test_each_zone_wraps_with_its_own_max(tmp_path: Path, cpuinfo: str) -> None:
     # DRAM counters can have another range than the package's.
     overwrite(fake.path("dram:0") / "max_energy_range_uj", "65532000000\n")
     fake.set_energy_uj("dram:0", 9_000_000)
-    zones, _ = open_fake(fake, cpuinfo)
+    clock = FakeClock()
+    zones, _ = open_fake(fake, cpuinfo, clock=clock)
     assert zones["dram:0"].max_energy_range_uj == 65_532_000_000
+    clock.advance(60.0)  # 65 kJ takes time: in a minute, within the zone's plausible power
     fake.set_energy_uj("dram:0", 1_000_000)  # a wrap at 65 532 J, not at 10 J
     assert zones["dram:0"].read().energy_j == pytest.approx(65_532 - 8, abs=1e-9)
+
+
+# -- counter values that cannot be true ----------------------------------------------------------
+
+
+def test_drop_without_wrapping_is_a_restart_not_262_kj(tmp_path: Path, cpuinfo: str) -> None:
+    fake = FakeRapl(tmp_path / "powercap", initial_uj=100_000_000)  # 100 J
+    zones, _ = open_fake(fake, cpuinfo)
+    cpu = zones["cpu:0"]
+    fake.set_energy_uj("cpu:0", 0)  # drops to 0 without wrapping (max is 262 143 J)
+    assert cpu.read().energy_j == 0.0  # not 262 043 J
+    assert (cpu.validator.resets, cpu.validator.wraps) == (1, 0)
+    fake.add_energy("cpu:0", 2.5)
+    assert cpu.read().energy_j == 2.5
+
+
+def test_step_back_is_a_bad_reading_then_reads_go_on(tmp_path: Path, cpuinfo: str) -> None:
+    fake = FakeRapl(tmp_path / "powercap", initial_uj=200_000_000_000)  # 200 kJ
+    zones, _ = open_fake(fake, cpuinfo)
+    cpu = zones["cpu:0"]
+    fake.add_energy("cpu:0", 5.0)
+    assert cpu.read().energy_j == 5.0
+    fake.set_energy_uj("cpu:0", 199_000_000_000)  # 1 kJ below the value at open
+    with pytest.raises(BadReading) as raised:
+        cpu.read()
+    assert raised.value.device == "cpu:0"
+    assert "cpu:0 energy counter stepped back 1005.0 J" in str(raised.value)
+    assert "without wrapping or restarting near zero: read ignored" in str(raised.value)
+    fake.set_energy_uj("cpu:0", 200_009_000_000)  # the true counter, 4 J on
+    assert cpu.read().energy_j == 9.0  # measured from the last good read: no phantom energy
+    assert cpu.validator.rejected == 1
+
+
+def test_implausible_jump_is_a_bad_reading(tmp_path: Path, cpuinfo: str) -> None:
+    fake = FakeRapl(tmp_path / "powercap")
+    clock = FakeClock()
+    zones, _ = open_fake(fake, cpuinfo, clock=clock)
+    cpu = zones["cpu:0"]
+    clock.advance(0.1)
+    fake.add_energy("cpu:0", 100_000.0)  # 100 kJ in 0.1 s
+    with pytest.raises(BadReading, match=r"jumped 100000\.0 J in 0\.1 s"):
+        cpu.read()
+    fake.set_energy_uj("cpu:0", 5_000_000)  # a one-off misread: the true value is 5 J
+    clock.advance(0.1)
+    assert cpu.read().energy_j == 5.0
+    assert cpu.validator.rejected == 1
+
+
+def test_counter_that_moved_for_good_is_rebased(tmp_path: Path, cpuinfo: str) -> None:
+    fake = FakeRapl(tmp_path / "powercap")
+    clock = FakeClock()
+    zones, _ = open_fake(fake, cpuinfo, clock=clock)
+    cpu = zones["cpu:0"]
+    for _ in range(10):  # 50 W for 1 s
+        clock.advance(0.1)
+        fake.add_energy("cpu:0", 5.0)
+        cpu.read()
+    assert cpu.read().energy_j == pytest.approx(50.0)
+    fake.add_energy("cpu:0", 100_000.0)  # the counter jumps, then counts on
+    results = []
+    for _ in range(3):
+        clock.advance(0.1)
+        fake.add_energy("cpu:0", 5.0)
+        try:
+            results.append(cpu.read().energy_j)
+        except BadReading:
+            results.append(None)
+    assert results[:2] == [None, None]
+    # 50 J, + 0.1 s before the move estimated at 50 W, + 10 J counted after it: no 100 kJ.
+    assert results[2] == pytest.approx(65.0)
+    assert cpu.validator.rebases == 1 and cpu.validator.estimated_j == pytest.approx(5.0)
+
+
+def test_genuine_wrap_is_still_counted(tmp_path: Path, cpuinfo: str) -> None:
+    fake = FakeRapl(tmp_path / "powercap", initial_uj=262_143_328_850 - 30_000_000)
+    zones, _ = open_fake(fake, cpuinfo)
+    fake.add_energy("cpu:0", 50.0)  # 30 J to the top, 20 J after the wrap
+    assert fake.energy_uj("cpu:0") == 20_000_000
+    assert zones["cpu:0"].read().energy_j == pytest.approx(50.0, abs=1e-9)
+    assert zones["cpu:0"].validator.wraps == 1
+
+
+def test_power_bound_from_the_zones_constraints(tmp_path: Path, cpuinfo: str) -> None:
+    fake = FakeRapl(tmp_path / "powercap", sockets=2)
+    fake.set_power_limit("cpu:0", 125.0, max_power_w=150.0)  # PL1, and the part's maximum
+    fake.set_power_limit("cpu:0", 200.0, constraint=1, name="short_term")  # PL2
+    fake.set_power_limit("cpu:1", 5.0)  # a tiny (stale) limit: floored
+    fake.set_power_limit("dram:1", 0.0, max_power_w=1e12)  # nothing sane: the default
+    zones, _ = open_fake(fake, cpuinfo)
+    assert zones["cpu:0"].max_power_w == 400.0  # the largest, 200 W, x 2
+    assert zones["cpu:1"].max_power_w == 100.0
+    assert zones["dram:0"].max_power_w == DEFAULT_MAX_POWER_W  # no constraint files
+    assert zones["dram:1"].max_power_w == DEFAULT_MAX_POWER_W
+    assert zones["cpu:0"].validator.max_power_w == 400.0
+    assert (fake.path("cpu:0") / "constraint_1_name").read_text() == "short_term\n"
+    assert (fake.path("cpu:0") / "constraint_0_power_limit_uw").read_text() == "125000000\n"
 
 
 # -- MMIO twins and psys -----------------------------------------------------------------------

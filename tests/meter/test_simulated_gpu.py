@@ -253,6 +253,8 @@ def test_power_limit_name_uuid_and_driver() -> None:
     gpu = SimulatedGPU(model="Simulated A100", power_limit_w=400.0, uuid="GPU-abc")
     nvml, (handle,) = started(gpu)
     assert nvml.nvmlDeviceGetEnforcedPowerLimit(handle) == 400000
+    assert nvml.nvmlDeviceGetPowerManagementLimit(handle) == 400000
+    assert nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)[1] == 400000
     assert nvml.nvmlDeviceGetName(handle) == "Simulated A100"
     assert nvml.nvmlDeviceGetUUID(handle) == "GPU-abc"
     assert nvml.nvmlDeviceGetIndex(handle) == 0
@@ -393,6 +395,60 @@ def test_calls_are_counted_per_gpu_and_per_module() -> None:
     assert nvml.calls["nvmlInit"] == 1
     gpus[1].calls.clear()
     assert sum(gpus[1].calls.values()) == 0
+
+
+# -- injected counter faults -------------------------------------------------------------------
+
+
+def ideal(clock: ManualClock) -> tuple[SimulatedGPU, FakeNVML, object]:
+    """A 300 W board whose continuous counter is exactly its energy, 1 MJ at creation."""
+    gpu = SimulatedGPU(300.0, counter_update_s=0, sensor="ideal", clock=clock)
+    nvml, (handle,) = started(gpu)
+    return gpu, nvml, handle
+
+
+def test_counter_glitch_lasts_the_given_reads(clock: ManualClock) -> None:
+    gpu, nvml, handle = ideal(clock)
+    read = nvml.nvmlDeviceGetTotalEnergyConsumption
+    gpu.inject_counter_glitch(-1000, reads=2)
+    assert [read(handle) for _ in range(3)] == [999_999_000, 999_999_000, 1_000_000_000]
+    gpu.inject_counter_glitch(-(10**12))  # floored at 0, as a u64 counter is
+    assert [read(handle) for _ in range(2)] == [0, 1_000_000_000]
+
+
+def test_shift_counter_moves_it_for_good(clock: ManualClock) -> None:
+    gpu, nvml, handle = ideal(clock)
+    gpu.shift_counter(5_000_000)
+    assert nvml.nvmlDeviceGetTotalEnergyConsumption(handle) == 1_005_000_000
+    clock.advance(1.0)
+    assert nvml.nvmlDeviceGetTotalEnergyConsumption(handle) == 1_005_300_000
+    gpu.shift_counter(-7_000_000)  # and back, below where it was
+    assert nvml.nvmlDeviceGetTotalEnergyConsumption(handle) == 998_300_000
+
+
+def test_reset_counter_restarts_it_from_zero(clock: ManualClock) -> None:
+    gpu, nvml, handle = ideal(clock)
+    clock.advance(1.0)
+    gpu.reset_counter()
+    assert nvml.nvmlDeviceGetTotalEnergyConsumption(handle) == 0
+    clock.advance(0.5)
+    assert nvml.nvmlDeviceGetTotalEnergyConsumption(handle) == 150_000
+    assert gpu.energy_j() == pytest.approx(450.0)  # the truth is untouched
+
+
+def test_counter_faults_check_their_arguments() -> None:
+    gpu = SimulatedGPU()
+    with pytest.raises(ValueError, match="integer millijoules"):
+        gpu.inject_counter_glitch(1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reads must be an integer >= 1"):
+        gpu.inject_counter_glitch(1000, reads=0)
+    with pytest.raises(ValueError, match="integer millijoules"):
+        gpu.shift_counter(True)
+
+
+def test_simulation_clock_is_the_boards(clock: ManualClock) -> None:
+    _, nvml, handle = ideal(clock)
+    assert nvml.simulation_clock(handle) is clock
 
 
 # -- METER_SIMULATE_GPUS and simulated_gpus ----------------------------------------------------
