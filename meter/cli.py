@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import errno
 import json
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meter import __version__, config
+from meter import __version__, _child, config
 from meter.core import Meter, check_interval, options_from_env
-from meter.errors import MeterError
+from meter.errors import ConfigError, MeterError
 from meter.measurement import Measurement
+
+if TYPE_CHECKING:
+    from meter.exporters.jsonl import JsonlWriter
 
 log = logging.getLogger("meter")
 
@@ -206,11 +209,91 @@ def print_summary(m: Measurement, title: str, exit_code: int | None = None) -> N
 
 
 def _terminal_delivers_sigint() -> bool:
-    """Whether Ctrl-C from a terminal already reaches the child (same foreground group)."""
+    """Whether Ctrl-C from a terminal already reaches the child (same foreground group).
+
+    The command runs in meter's process group, also under the guardian (`meter._child`).
+    """
     try:
         return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
     except (OSError, ValueError, AttributeError):
         return False
+
+
+# sysexits.h EX_IOERR: the command succeeded, but its record could not go to --output.
+EXIT_RECORD_NOT_SAVED = 74
+
+
+def _open_output(path: str) -> JsonlWriter:
+    """The --output writer, once it is known that a record can be appended there.
+
+    Checked before the command starts, so that a record is never found unwritable only after
+    hours of training. The file is opened with the writer's own flags and closed, which creates
+    it (empty) if it does not exist, as the first write would.
+    """
+    from meter.exporters.jsonl import JsonlWriter
+
+    writer = JsonlWriter(path)  # a missing folder fails here, with how to fix it
+    if os.path.isdir(path):
+        example = os.path.join(path, "runs.jsonl")
+        raise ConfigError(
+            f"--output {path} is a folder; give a file, e.g. --output {example}",
+            setting="--output",
+        )
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM) and os.path.exists(path):
+            fix = f"make it writable (chmod u+w {path}) or choose another --output file"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            folder = os.path.dirname(os.path.abspath(path))
+            fix = f"folder {folder} is not writable: choose another --output file"
+        else:
+            fix = "choose another --output file"
+        raise ConfigError(
+            f"cannot append to --output {path}: {exc.strerror or exc}; {fix}", setting="--output"
+        ) from None
+    os.close(fd)
+    return writer
+
+
+def _fallback_output() -> Path:
+    """Where a run's record goes when --output fails at the end of the run:
+    ``$XDG_STATE_HOME/meter/runs-fallback.jsonl``, by default
+    ``~/.local/state/meter/runs-fallback.jsonl`` (a place that outlives a reboot)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "meter" / "runs-fallback.jsonl"
+
+
+def _save_record(writer: JsonlWriter, record: dict[str, Any]) -> bool:
+    """Append the run's record to --output, else to `_fallback_output`, else print it to stderr.
+
+    True when it reached --output.
+    """
+    from meter.exporters.jsonl import JsonlWriter
+
+    try:
+        writer.write(record)
+        return True
+    except OSError as exc:
+        failed = f"could not append the run's record to {writer.path} ({exc.strerror or exc})"
+    record = {**record, "intended_output": str(writer.path)}
+    try:
+        fallback = _fallback_output()
+    except RuntimeError as exc:  # no home directory to put it in
+        problem = f"{failed}, and there is no fallback file ({exc})"
+    else:
+        try:
+            fallback.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            JsonlWriter(fallback).write(record)
+        except OSError as exc:
+            problem = f"{failed} nor to {fallback} ({exc.strerror or exc})"
+        else:
+            _err(f"{failed}; appended it to {fallback} instead")
+            return False
+    _err(f"{problem}; here it is:")
+    print(json.dumps(record, separators=(",", ":"), default=str), file=sys.stderr)
+    return False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -220,11 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         _err("nothing to run: give a command after --, e.g. `meter run -- python train.py`")
         return 2
-    writer = None
-    if args.output:
-        from meter.exporters.jsonl import JsonlWriter
-
-        writer = JsonlWriter(args.output)
+    writer = _open_output(args.output) if args.output else None
     compare = [z.strip() for z in (args.compare_zones or "").split(",") if z.strip()]
     m = _build_meter(args)
     if compare:
@@ -238,38 +317,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         m.close()
         raise
     try:
-        child = subprocess.Popen(command)
-    except FileNotFoundError:
-        _err(f"command not found: {command[0]}")
+        # On Linux under a guardian: if meter dies, even by SIGKILL, so does the command,
+        # with everything it started (`meter._child`).
+        child = _child.start(command)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            _err(f"command not found: {command[0]}")
+        elif isinstance(exc, PermissionError):
+            _err(f"permission denied: {command[0]}")
+        else:
+            _err(f"cannot run {command[0]}: {exc.strerror or exc}")
         _stop_run_exporters(exporters)
         m.close()
-        return 127
-    except PermissionError:
-        _err(f"permission denied: {command[0]}")
-        _stop_run_exporters(exporters)
-        m.close()
-        return 126
+        return 127 if isinstance(exc, FileNotFoundError) else 126
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and _terminal_delivers_sigint():
             return  # the terminal sent it to the whole foreground group, child included
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
+        child.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            try:
-                rc = child.wait()
-                break
-            except KeyboardInterrupt:  # pragma: no cover - handler above replaces it
-                continue
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while True:
+                try:
+                    exit_code = child.wait()
+                    break
+                except KeyboardInterrupt:  # pragma: no cover - handler above replaces it
+                    continue
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    exit_code = rc if rc >= 0 else 128 + (-rc)
+        child.close()  # on an exception in meter, the guardian kills the command
     name = args.name or os.path.basename(command[0])
-    result = m.measure_since_start(name, error=None if rc == 0 else f"exit code {exit_code}")
+    result = m.measure_since_start(name, error=None if exit_code == 0 else f"exit code {exit_code}")
     m.refresh()  # exporters read the published state: make it the end of the run
     _stop_run_exporters(exporters)  # the final push happens here, before the meter stops
     m.close()
@@ -290,10 +372,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if prices:
             record["compare_zones"] = prices
-        try:
-            writer.write(record)
-        except OSError as exc:
-            _err(f"could not write {args.output}: {exc}")
+        if not _save_record(writer, record) and exit_code == 0:
+            return EXIT_RECORD_NOT_SAVED
     return exit_code
 
 
