@@ -8,8 +8,19 @@ turns reads into an estimate of cumulative joules at the read time:
   `StepModel` once it is phase-locked (see stepclock.py);
 * power devices: power readings integrated with the trapezoid rule between reads.
 
-A device that raises is marked failed with its error; its energy stays frozen at the last good
-value and the other devices go on.
+A device that fails a read is retried with backoff (`RETRY_FIRST_S` doubling to `RETRY_MAX_S`)
+and marked failed only after `FAIL_AFTER_READS` failures in a row over at least `FAIL_AFTER_S`;
+a failed device is probed every `PROBE_EVERY_S` and resumes when it answers again. The time it
+could not be read is recorded as a gap (``Snapshot.unreadable_since``/``unreadable_s``): a
+counter covers it when the device comes back, power readings are interpolated across it
+(estimated), and a window that ends inside it says its energy there is missing. A read whose
+value cannot be true (`meter.errors.BadReading`) is ignored and counted; a GPU whose energy
+counter stops answering falls back to power readings (`meter.errors.MethodChanged`).
+
+No reader waits on a hung device call: the sampler skips a device whose call is still in
+progress, a window boundary waits at most `BOUNDARY_WAIT_S` for it and then extrapolates the
+published figure (flagged), and a call that returns late is timed at its end, so the energy it
+reports never lands before a boundary that passed while it hung.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from typing import NamedTuple
 
 from meter.carbon.accounting import CarbonRate
 from meter.devices.base import Device, DeviceInfo
+from meter.errors import BadReading, MethodChanged
 from meter.stepclock import CONTINUOUS_BELOW_S, POLL_S, StepModel, StepView
 
 #: A capture bracket wider than this (a descheduled poll) is not used to refine the lock.
@@ -32,6 +44,26 @@ MAX_BRACKET_S = 0.002
 #: A published figure is carried forward with its power for at most this long: a stalled
 #: sampler must not make the figures run on.
 MAX_EXTRAPOLATION_S = 2.0
+#: The longest a window boundary waits for a device call in progress (the sampler's read)
+#: before it uses the published figure instead, extrapolated and flagged.
+BOUNDARY_WAIT_S = 0.002
+#: A read that took longer than this is timed at its end rather than its midpoint: what it
+#: returns may include energy up to its end, which must not land before a boundary that
+#: passed meanwhile.
+SLOW_READ_S = 0.002
+#: A device call in progress for this long is stalled: the device shows as unreadable from the
+#: call's start, and the sampler goes on with the other devices (`meter.sampler`).
+STALL_S = 1.0
+#: After a failed read, the device is read again after this long, doubling per failure...
+RETRY_FIRST_S = 0.1
+#: ... up to this.
+RETRY_MAX_S = 5.0
+#: A device is marked failed (``Snapshot.error``) after this many failed reads in a row...
+FAIL_AFTER_READS = 5
+#: ... spanning at least this long; one transient error never does it.
+FAIL_AFTER_S = 10.0
+#: A failed device is probed this often, and resumes when it answers.
+PROBE_EVERY_S = 30.0
 
 log = logging.getLogger("meter")
 
@@ -77,14 +109,33 @@ class Snapshot(NamedTuple):
     stepping: bool
     #: The phase lock's prediction while locked, else None.
     steps: StepView | None
+    #: Reads ignored because their value could not be true (`meter.errors.BadReading`).
+    rejected_reads: int = 0
+    #: Since when the device could not be read (failed reads or a call that hangs), or None.
+    unreadable_since: float | None = None
+    #: Seconds the device could not be read before ``unreadable_since``'s gap (closed gaps).
+    unreadable_s: float = 0.0
+    #: When its energy counter stopped answering and power readings took over, or None.
+    fallback_at: float | None = None
+    #: The error of the current run of failed reads (retried; ``error`` once marked failed).
+    last_error: str | None = None
+
+    def unreadable_until(self, t: float) -> float:
+        """Seconds the device could not be read, from its opening to ``t``."""
+        since = self.unreadable_since
+        return self.unreadable_s + (t - since if since is not None and t > since else 0.0)
 
     def energy_at(self, t: float) -> float:
         """Joules at ``t``: the published figure moved to ``t`` with the latest power (back by
         at most 1 s, forward by at most `MAX_EXTRAPOLATION_S`, so a stalled sampler does not
-        make the figure run on). The one extrapolation every lock-free reader uses."""
+        make the figure run on, nor past the moment the device stopped answering: that time
+        is a gap, reported as missing). The one extrapolation every lock-free reader uses."""
         if self.error is not None or self.t is None:
             return self.energy_j
-        dt = min(max(t - self.t, -1.0), MAX_EXTRAPOLATION_S)
+        since = self.unreadable_since
+        dt = min(
+            max((t if since is None or t < since else since) - self.t, -1.0), MAX_EXTRAPOLATION_S
+        )
         return self.energy_j + self.power_w * dt
 
     @property
@@ -127,9 +178,23 @@ class Track:
         self._lock = threading.Lock()
         self._co2e_g = 0.0
         self._co2e_market_g = 0.0
-        self._error: str | None = None
+        self._error: str | None = None  # marked failed (still probed every PROBE_EVERY_S)
         self._reads = 0
         self._read_errors = 0
+        self._rejected = 0
+        self._failures = 0  # failed reads in a row
+        self._retry_at: float | None = None  # no read before this (backoff)
+        self._last_error: str | None = None
+        self._unreadable_since: float | None = None
+        self._unreadable_s = 0.0
+        self._fallback_at: float | None = None
+        #: Start of the device call in progress (None when none), and its thread: the
+        #: sampler's watchdog reads them without the lock, which a hung call holds.
+        self.busy_since: float | None = None
+        self.busy_thread: int | None = None
+        #: The time of the latest boundary that did not wait for a call in progress.
+        self.late_at: float | None = None
+        self._publish_lock = threading.Lock()
         self._t_last: float | None = None
         self._energy_j = 0.0  # estimated cumulative energy at _t_last
         self._power_w = 0.0  # latest power estimate
@@ -184,13 +249,21 @@ class Track:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _read_raw(self) -> tuple[float, float | None, float | None]:
-        """One read, timed at its midpoint. Caller holds the lock."""
+    def _read_raw(self) -> tuple[float, float | None, float | None, bool]:
+        """One read: (time, joules, watts, slow). Timed at its midpoint, or at its end when it
+        took longer than `SLOW_READ_S` (slow). Caller holds the lock."""
         t0 = self._clock()
-        reading = self.device.read()
+        self.busy_thread = threading.get_ident()
+        self.busy_since = t0
+        try:
+            reading = self.device.read()
+        finally:
+            self.busy_since = None
         t1 = self._clock()
         self._reads += 1
-        return (t0 + t1) / 2, reading.energy_j, reading.power_w
+        if t1 - t0 > SLOW_READ_S:
+            return t1, reading.energy_j, reading.power_w, True
+        return (t0 + t1) / 2, reading.energy_j, reading.power_w, False
 
     def read_delay_s(self, now: float) -> float:
         """How long to wait before reading this device, so that a phase-locked counter that
@@ -203,26 +276,45 @@ class Track:
         return max(steps.step_time(k) + steps.tolerance_s(now) + POLL_S - now, 0.0)
 
     def observe(self) -> float:
-        """Read the device now and return its estimated cumulative joules. Never raises."""
-        with self._lock:
-            if self._error is None:
-                self._poll()
+        """Read the device now (unless a read is in progress elsewhere, or a retry is not due)
+        and return its estimated cumulative joules. Never raises, never waits on a device call
+        in progress (a hung one holds the lock)."""
+        if not self._lock.acquire(blocking=False):
             return self._energy_j
+        try:
+            self._poll()
+            return self._energy_j
+        finally:
+            self._lock.release()
 
     def _poll(self) -> tuple[float, float] | None:
-        """Read and account one observation; (read time, raw counter value), or None when the
-        device failed (it is then marked). Caller holds the lock."""
+        """Read and account one observation; (read time, raw counter value), or None when
+        nothing was read (a retry not due yet, a failed or rejected read: each is counted).
+        Caller holds the lock."""
+        retry_at = self._retry_at
+        if retry_at is not None and self._clock() < retry_at:
+            return None
         try:
-            t, energy, power = self._read_raw()
+            t, energy, power, slow = self._read_raw()
+        except BadReading as exc:
+            self._reject(exc)
+            return None
+        except MethodChanged as exc:
+            self._fall_back(exc)
+            return None
         except Exception as exc:
             self._fail(exc)
             return None
-        self._update(t, energy, power)
+        if self._failures or self._unreadable_since is not None:
+            self._recover(t)
+        self._update(t, energy, power, slow)
         return t, float(energy or 0.0)
 
-    def _update(self, t: float, energy: float | None, power: float | None) -> float:
+    def _update(
+        self, t: float, energy: float | None, power: float | None, slow: bool = False
+    ) -> float:
         before = self._energy_j
-        self._integrate(t, energy, power)
+        self._integrate(t, energy, power, slow)
         rate = self._rate
         if rate is not None and self._energy_j > before:
             # Price this increment at the intensity in force now: CO2e per sample interval.
@@ -236,26 +328,38 @@ class Track:
 
     def _publish(self) -> None:
         model = self._model
-        self._published = Snapshot(
-            self._t_last,
-            self._energy_j,
-            self._power_w,
-            self._co2e_g,
-            self._co2e_market_g,
-            self._error,
-            self._read_errors,
-            model is not None and not model.continuous,
-            None if model is None else model.view,
-        )
+        with self._publish_lock:  # the watchdog publishes a stall from its own thread
+            self._published = Snapshot(
+                self._t_last,
+                self._energy_j,
+                self._power_w,
+                self._co2e_g,
+                self._co2e_market_g,
+                self._error,
+                self._read_errors,
+                model is not None and not model.continuous,
+                None if model is None else model.view,
+                self._rejected,
+                self._unreadable_since,
+                self._unreadable_s,
+                self._fallback_at,
+                self._last_error,
+            )
         if self._on_publish is not None:
             self._on_publish()
 
-    def _integrate(self, t: float, energy: float | None, power: float | None) -> None:
+    def _integrate(
+        self, t: float, energy: float | None, power: float | None, slow: bool = False
+    ) -> None:
         prev_t = self._t_last
+        if prev_t is not None and t < prev_t:
+            t = prev_t  # a slow read timed at its end may end before a later one began
         if self.info.counter:
             value = float(energy or 0.0)
             model = self._model
-            if model is not None:
+            if model is not None and not slow:
+                # (A slow read's value was published somewhere inside the call: it says
+                # nothing precise about when the counter steps.)
                 model.observe(t, value)
                 estimate = model.energy_at(t, value)
             else:
@@ -281,15 +385,102 @@ class Track:
         self._t_last = t
 
     def _fail(self, exc: BaseException) -> None:
+        """A failed read: retried with backoff; marked failed only when it persists."""
+        t = self._clock()
         self._read_errors += 1
-        self._error = f"{type(exc).__name__}: {exc}"
+        self._failures += 1
+        message = f"{type(exc).__name__}: {exc}"
+        self._last_error = message
+        if self._unreadable_since is None:
+            # From the last good read: the device may have stopped answering anywhere since,
+            # so nothing after it is carried on (a gap may be overstated, never overcounted).
+            self._unreadable_since = self._t_last if self._t_last is not None else t
+        key = self.info.key
+        if self._error is None:
+            streak = t - self._unreadable_since
+            if self._failures >= FAIL_AFTER_READS and streak >= FAIL_AFTER_S:
+                self._error = message
+                log.warning(
+                    "meter: %s marked failed after %d failed reads over %.0f s (%s): its "
+                    "energy so far is kept, windows report the time since as missing, and it "
+                    "is probed every %.0f s in case it comes back.",
+                    key,
+                    self._failures,
+                    streak,
+                    message,
+                    PROBE_EVERY_S,
+                )
+            elif self._failures == 1:
+                log.warning(
+                    "meter: %s read failed (%s); retrying with backoff (marked failed only "
+                    "after %d failures over %.0f s).",
+                    key,
+                    message,
+                    FAIL_AFTER_READS,
+                    FAIL_AFTER_S,
+                )
+        if self._error is not None:
+            delay = PROBE_EVERY_S
+        else:
+            delay = min(RETRY_FIRST_S * 2.0 ** (self._failures - 1), RETRY_MAX_S)
+        self._retry_at = t + delay
         self._publish()
+
+    def _recover(self, t: float) -> None:
+        """A read succeeded after failed reads or a stall: close the gap."""
+        since = self._unreadable_since
+        gap = max(t - since, 0.0) if since is not None else 0.0
+        if self._failures or self._error is not None:
+            log.warning(
+                "meter: %s readable again after %.1f s (%d failed reads)%s.",
+                self.info.key,
+                gap,
+                self._failures,
+                ": its counter covers the gap"
+                if self.info.counter
+                else ": its energy over the gap is interpolated between the readings around it",
+            )
+        self._unreadable_s += gap
+        self._unreadable_since = None
+        self._failures = 0
+        self._retry_at = None
+        self._error = self._last_error = None
+
+    def _reject(self, exc: BadReading) -> None:
+        """A read whose value cannot be true: ignored (no energy), counted, published."""
+        self._rejected += 1
+        if self._rejected <= 3 or self._rejected % 100 == 0:
+            log.warning("meter: %s (%d such reads so far)", exc, self._rejected)
+        self._publish()
+
+    def _fall_back(self, exc: MethodChanged) -> None:
+        """The device now measures another way (energy counter lost: power readings)."""
+        self.info = self.device.info
+        self._model = None
+        self._change = None
+        self._fallback_at = self._clock()
+        hardware = self.info.method in ("counter", "sampled", "simulated")
+        self._boundary_reads = hardware and (self.info.counter or self.info.kind == "gpu")
+        log.warning("meter: %s: %s", self.info.key, exc)
+        self._publish()
+
+    def mark_stalled(self, since: float) -> bool:
+        """The device call that began at ``since`` has not returned (the watchdog's call, from
+        its own thread): the device is unreadable from then on, until a read succeeds. False
+        when that call has returned meanwhile."""
+        with self._publish_lock:
+            if self.busy_since != since or self._unreadable_since is not None:
+                return False
+            self._unreadable_since = since
+            self._last_error = f"device call hung (no answer for over {STALL_S:g} s)"
         log.warning(
-            "meter: %s stopped being readable and is skipped from now on (%s); "
-            "its energy so far is kept.",
+            "meter: %s: a device call has not returned for %.0f s (a hung driver?); windows "
+            "use its last figure, flagged, and the other devices go on.",
             self.info.key,
-            self._error,
+            STALL_S,
         )
+        self._publish()
+        return True
 
     # -- window boundaries -------------------------------------------------------------------
 
@@ -322,7 +513,7 @@ class Track:
         for the lock (a busy machine, many threads) is not credited with the wait. Not clamped
         to be monotonic across callers; `Group` and windows clamp their deltas."""
         snap = self._published
-        if read and self._boundary_reads and snap.error is None:
+        if read and self._boundary_reads and snap.unreadable_since is None:
             steps = snap.steps
             if steps is not None and t < steps.quiet_until:  # (`StepView.unchanged_at`, inlined)
                 # The phase lock says the counter cannot have published a new value since the
@@ -335,13 +526,18 @@ class Track:
                 # could not be placed: skip the device call and carry the latest estimate
                 # forward with its power.
                 return max(snap.energy_at(t), snap.energy_j)
-            with self._lock:
-                if self._error is None:
+            if self._lock.acquire(timeout=BOUNDARY_WAIT_S):
+                try:
                     polled = self._poll()
                     if polled is None:
                         return self._energy_j
                     t_read = polled[0]
                     return self._energy_j - self._power_w * min(max(t_read - t, 0.0), 1.0)
+                finally:
+                    self._lock.release()
+            # A device call in progress did not return in time (a busy sampler, or a hung
+            # driver): this boundary takes the published figure; `late_at` flags it.
+            self.late_at = t
             snap = self._published
         # Lock-free: a window with read_devices=False (the ASGI middleware) must not wait for
         # the sampler's device call in progress.
@@ -352,7 +548,10 @@ class Track:
     def needs_calibration(self) -> bool:
         model = self._model
         return (
-            model is not None and not model.locked and not model.continuous and self._error is None
+            model is not None
+            and not model.locked
+            and not model.continuous
+            and self._unreadable_since is None
         )
 
     def calibrate_start(self) -> None:
@@ -363,8 +562,12 @@ class Track:
         cal = self._calibration
         if cal is None:
             return True
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return True  # a call in progress elsewhere (hung?): calibrate later
+        try:
             polled = self._poll()
+        finally:
+            self._lock.release()
         if polled is None:
             return True
         t, v = polled
@@ -383,17 +586,19 @@ class Track:
     def calibrate_finish(self) -> None:
         cal, self._calibration = self._calibration, None
         model = self._model
-        if model is None or cal is None:
+        if model is None or cal is None or not self._lock.acquire(blocking=False):
             return
-        with self._lock:
+        try:
             model.calibrate(cal.times[-3:], cal.values[-3:], cal.gaps)
             self._publish()
+        finally:
+            self._lock.release()
         log.debug("meter: %s counter %s", self.info.key, model.state)
 
     def capture_due(self, now: float, every_s: float) -> float | None:
         """The predicted time of the next step to capture, if a capture is due."""
         model = self._model
-        if model is None or not model.locked or self._error is not None:
+        if model is None or not model.locked or self._unreadable_since is not None:
             return None
         if model.captures < 3:
             every_s = min(every_s, 0.5 * (model.captures + 1))  # refine fast after a lock
@@ -426,8 +631,12 @@ class Track:
         if start > now and wait(start - now):
             return
         deadline = predicted + tol + 2 * POLL_S
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return  # a call in progress elsewhere (hung?): capture later
+        try:
             polled = self._poll()
+        finally:
+            self._lock.release()
         if polled is None:
             return
         t_prev, v_prev = polled
@@ -437,7 +646,9 @@ class Track:
         # so only a continuous, timely burst counts a miss.
         continuous = t_prev <= predicted - tol
         while True:
-            with self._lock:
+            if not self._lock.acquire(blocking=False):
+                return
+            with _Held(self._lock):
                 polled = self._poll()
                 if polled is None:
                     return
@@ -453,7 +664,9 @@ class Track:
                         model.last_capture_s = t  # too wide to refine anything; retry later
                     return
             if t > deadline:
-                with self._lock:
+                if not self._lock.acquire(blocking=False):
+                    return
+                with _Held(self._lock):
                     model.last_capture_s = t
                     if continuous and model.rate_w > 0:
                         # The counter did not step where predicted although power flows:
@@ -466,6 +679,21 @@ class Track:
                 return
             t_prev, v_prev = t, v
             sleep(POLL_S)  # a burst of a few ms at most: sleep is cheaper than Event.wait
+
+
+class _Held:
+    """Releases a lock already acquired (``acquire(blocking=False)``) at the end of a block."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class CoarseBlock(NamedTuple):

@@ -33,6 +33,9 @@ class DeviceMeasurement:
     embodied_co2e_g: float | None = None
     #: The GPU family whose sensor gain and offset were undone (``gpu_correction``), or None.
     correction: str | None = None
+    #: What went wrong with the device during the window (ignored reads, time it could not be
+    #: read, a boundary that did not wait for a hung call, a lost counter); empty when nothing.
+    faults: tuple[str, ...] = ()
 
     def __getitem__(self, key: str) -> Any:
         """Dict-style access, so ``m.devices["gpu:0"]["energy_j"]`` works too."""
@@ -62,6 +65,8 @@ class DeviceMeasurement:
             d["counted"] = False
         if self.error is not None:
             d["error"] = self.error
+        if self.faults:
+            d["faults"] = list(self.faults)
         return d
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from meter.carbon.embodied import Embodied
     from meter.devices.corrections import SensorCorrection
 
-__all__ = ["MeasurementBuilder", "price"]
+__all__ = ["MeasurementBuilder", "device_faults", "price"]
 
 
 class Priced(Protocol):
@@ -47,6 +47,56 @@ def price(energy_j: float, c0: Priced, c1: Priced, rate: CarbonRate | None) -> t
         )
     loc, market = rate.rates if rate is not None else (0.0, None)
     return energy_j * loc, energy_j * (market or 0.0)
+
+
+def device_faults(
+    s0: Snapshot, s1: Snapshot, t0: float, t1: float, *, counter: bool, late: bool
+) -> tuple[tuple[str, ...], bool]:
+    """What went wrong with a device over a window from ``t0`` to ``t1``, from its snapshots
+    at the two boundaries, and whether that makes its figure approximate: reads ignored as
+    impossible, time it could not be read (covered by its counter, interpolated across, or
+    missing), a boundary that did not wait for a call in progress, a counter lost mid-window."""
+    faults: list[str] = []
+    approximate = False
+    rejected = s1.rejected_reads - s0.rejected_reads
+    if rejected > 0:
+        faults.append(
+            f"{rejected} read{'s' if rejected > 1 else ''} ignored: the value could not be "
+            "true (an energy counter that stepped back or jumped past the power limit)"
+        )
+    gap = s1.unreadable_until(t1) - s0.unreadable_until(t0)
+    if gap > 1e-9:
+        why = s1.last_error or s0.last_error or s1.error or "no answer"
+        if s1.unreadable_since is not None:
+            approximate = True
+            faults.append(
+                f"not readable for {gap:.3g} s of this window ({why}): its energy there is "
+                "missing (the figure stops where the reads stopped)"
+            )
+        elif counter:
+            faults.append(
+                f"not readable for {gap:.3g} s of this window ({why}); its energy counter "
+                "covers the gap"
+            )
+        else:
+            approximate = True
+            faults.append(
+                f"not readable for {gap:.3g} s of this window ({why}): its energy there is "
+                "interpolated between the power readings around the gap (estimated)"
+            )
+    if late:
+        approximate = True
+        faults.append(
+            "a boundary did not wait for a device call in progress: the last published figure "
+            "was carried to it with its power"
+        )
+    if s1.fallback_at is not None and s0.fallback_at is None:
+        approximate = True
+        faults.append(
+            "its energy counter stopped answering in this window: power readings are "
+            "integrated from then on"
+        )
+    return tuple(faults), approximate
 
 
 class MeasurementBuilder:
@@ -135,11 +185,16 @@ class MeasurementBuilder:
         error: str | None,
         carbon0: Sequence[Priced] = (),
         carbon1: Sequence[Priced] = (),
+        snaps0: Sequence[Snapshot] = (),
+        snaps1: Sequence[Snapshot] = (),
+        late: Sequence[str] = (),
     ) -> Measurement:
         """The `Measurement` of a window from ``t0`` to ``t1`` (monotonic) that started at wall
         time ``wall0``, with ``energies`` per device (ledger order). ``idle_time_s`` is a shared
         window's share of the busy time (None: the whole duration). ``carbon0``/``carbon1``
-        are the devices' carbon states at the boundaries (empty: no CO2e)."""
+        are the devices' carbon states at the boundaries (empty: no CO2e); ``snaps0``/
+        ``snaps1`` their snapshots there (for `device_faults`), ``late`` the keys of devices
+        whose boundary did not wait for a call in progress."""
         duration = max(t1 - t0, 0.0)
         span = duration if idle_time_s is None else idle_time_s
         ledger = self.ledger
@@ -153,10 +208,17 @@ class MeasurementBuilder:
         dynamic_total = 0.0
         have_idle = False
         any_approx = False
+        have_snaps = len(snaps0) == len(snaps1) == len(energies)
         for i, track in enumerate(ledger.tracks):
             info = track.info
             snap = track.snapshot()
             energy, approximate = self.device_energy(i, snap, energies[i], duration, span)
+            faults: tuple[str, ...] = ()
+            if have_snaps:
+                faults, faulty = device_faults(
+                    snaps0[i], snaps1[i], t0, t1, counter=info.counter, late=info.key in late
+                )
+                approximate = approximate or faulty
             peak = peaks[i]
             correction = self.corrections[i]
             if correction is not None:
@@ -186,6 +248,7 @@ class MeasurementBuilder:
                 co2e_market_g=market,
                 embodied_co2e_g=embodied_g,
                 correction=None if correction is None else correction.family,
+                faults=faults,
             )
             if info.counted:
                 total += energy

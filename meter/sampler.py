@@ -3,6 +3,12 @@
 It appends a `Sample` per tick to the ledger's bounded history, keeps slowly updating energy
 counters phase-locked (calibration at start, a precise capture of one step every few seconds),
 and survives devices that fail mid-run. It starts with the first window and stops at exit.
+
+A device call can hang (a stuck driver; NVML has no timeout). A watchdog thread checks every
+`WATCH_EVERY_S` for a call in progress longer than `meter.ledger.STALL_S`: it marks that device
+unreadable from the call's start and, if the sampler's own thread is the one stuck, starts a
+new sampler thread that goes on with the other devices (it skips the hung one: its lock is
+held). The stuck thread ends when its call returns.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from meter.ledger import Ledger
+from meter.ledger import STALL_S, Ledger
 from meter.stepclock import POLL_S
 
 log = logging.getLogger("meter")
@@ -26,6 +32,8 @@ CAPTURE_EVERY_S = 5.0
 CAPTURE_SLACK_S = 0.01
 #: Seconds between attempts to lock a counter that is not locked.
 RECALIBRATE_EVERY_S = 5.0
+#: How often the watchdog looks for a hung device call.
+WATCH_EVERY_S = 0.25
 #: Ticks are spread over +-12.5 % of the interval by the golden-ratio sequence. A sampler that
 #: ticks at exactly the rate a driver publishes its power readings (every ~100 ms, like the
 #: default 10 Hz) sees them at a slowly drifting phase, and its error on a window stays one-sided
@@ -38,10 +46,12 @@ TICK_SPREAD = 0.25
 _GOLDEN = 0.6180339887498949
 
 
-def _stop_thread(event: threading.Event, thread: threading.Thread) -> None:
+def _stop_thread(event: threading.Event, threads: list[threading.Thread]) -> None:
+    """Stop the sampler's threads; join the live one (not one left stuck in a hung call)."""
     event.set()
-    if thread.is_alive() and thread is not threading.current_thread():
-        thread.join(timeout=5.0)
+    for thread in threads[:1]:
+        if thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=STALL_S)
 
 
 class Sampler:
@@ -79,6 +89,10 @@ class Sampler:
         self._k = 0
         self._rr = 0
         self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []  # [the live sampler thread, the watchdog]
+        self._generation = 0  # bumped when a stuck thread is replaced
+        #: Sampler threads replaced because a device call hung in them.
+        self.replaced_threads = 0
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
         self._ready = threading.Event()
@@ -98,10 +112,17 @@ class Sampler:
             if self._thread is not None:
                 return
             self._stop.clear()
-            thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(self._generation,), name=self.name, daemon=True
+            )
+            watchdog = threading.Thread(
+                target=self._watch, name=f"{self.name}-watchdog", daemon=True
+            )
             self._thread = thread
+            self._threads[:] = [thread, watchdog]
             thread.start()
-            self._finalizer = weakref.finalize(self, _stop_thread, self._stop, thread)
+            watchdog.start()
+            self._finalizer = weakref.finalize(self, _stop_thread, self._stop, self._threads)
 
     def stop(self) -> None:
         """Stop and join the thread (idempotent)."""
@@ -109,6 +130,8 @@ class Sampler:
             finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
             finalizer()
+        else:
+            self._stop.set()  # (a thread started by the watchdog alone, in tests)
 
     @property
     def next_tick_s(self) -> float | None:
@@ -124,11 +147,14 @@ class Sampler:
     def tick(self) -> None:
         """Read every device once and record a sample."""
         clock = self.ledger.clock
+        generation = self._generation
         for track in self.ledger.tracks:
             delay = track.read_delay_s(clock())  # a few ms at most, near a counter's step
             if delay > 0:
                 self._sleep(delay)
             track.observe()
+            if self._generation != generation:
+                return  # this thread was stuck in that call and has been replaced
         self.ledger.record(self.ledger.clock(), self.wall_clock())
         self.ticks += 1
         for callback in self.on_tick:
@@ -153,6 +179,7 @@ class Sampler:
         due, tick, and perhaps capture one counter step; returns the clock time of the next
         tick. The thread calls it in a loop; with an injected ``sleep`` a caller can too."""
         clock = self.ledger.clock
+        generation = self._generation
         if self._next_tick is None:
             self._next_tick = self._next_recal = self._grid_start = clock()
             self._k = 0
@@ -162,6 +189,8 @@ class Sampler:
                 self._calibrate()
                 self._next_recal = clock() + RECALIBRATE_EVERY_S
             self.tick()
+            if self._generation != generation:
+                return clock()  # replaced while stuck in a device call: stop here
             self._ready.set()
             tracks = self.ledger.tracks
             if self.phase_lock and tracks:
@@ -190,12 +219,60 @@ class Sampler:
             self._next_tick = now + self.interval_s
         return self._next_tick
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         clock = self.ledger.clock
-        while True:
+        while self._generation == generation:
             next_tick = self.run_once()
+            if self._generation != generation:
+                break  # replaced while stuck in a device call: the new thread goes on
             if self._stop.wait(max(next_tick - clock(), 0.0)):
                 break
+
+    def check_stalls(self) -> list[str]:
+        """Look for device calls in progress for longer than `meter.ledger.STALL_S`: mark
+        those devices unreadable, and replace the sampler's thread if it is the one stuck.
+        Returns the keys newly marked. The watchdog thread calls it; tests can too."""
+        now = self.ledger.clock()
+        stuck: list[str] = []
+        for track in self.ledger.tracks:
+            since = track.busy_since
+            if since is None or now - since < STALL_S:
+                continue
+            if track.mark_stalled(since):
+                stuck.append(track.info.key)
+            thread = self._thread
+            if (
+                thread is not None
+                and track.busy_thread == thread.ident
+                and track.busy_since == since
+                and not self._stop.is_set()
+            ):
+                self._replace(thread)
+        return stuck
+
+    def _replace(self, stuck: threading.Thread) -> None:
+        with self._lock:
+            if self._thread is not stuck or self._stop.is_set():
+                return
+            self._generation += 1
+            self.replaced_threads += 1
+            thread = threading.Thread(
+                target=self._run, args=(self._generation,), name=self.name, daemon=True
+            )
+            self._thread = thread
+            self._threads[:1] = [thread]
+            thread.start()
+        log.warning(
+            "meter: the sampler's thread is stuck in a device call; a new one goes on with the "
+            "other devices (the stuck one ends when its call returns)."
+        )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_EVERY_S):
+            try:
+                self.check_stalls()
+            except Exception:  # never let the watchdog die
+                log.exception("meter: watchdog check failed; continuing")
 
 
 def tick_offset(k: int) -> float:

@@ -45,6 +45,8 @@ class Boundary(NamedTuple):
     read_j: tuple[float, ...] | None
     raw_j: tuple[float | None, ...]
     snapshots: tuple[Snapshot, ...]
+    #: Keys of the devices whose figure was not read because a call was in progress (flagged).
+    late: tuple[str, ...] = ()
 
     @property
     def energy_j(self) -> tuple[float, ...]:
@@ -78,12 +80,13 @@ def read_boundary(ledger: Ledger, read: bool) -> Boundary:
         return Boundary(t, None, _no_raw(len(tracks)), tuple([tr.snapshot() for tr in tracks]))
     energies = tuple([track.energy_now(t, read) for track in tracks])
     snapshots = tuple([track.snapshot() for track in tracks])
+    late = tuple([track.info.key for track in tracks if track.late_at == t])
     raws: tuple[float | None, ...]
     if read and not all(s.steps is not None or not s.stepping for s in snapshots):
         raws = tuple([track.raw_for_retro(read) for track in tracks])
     else:  # every counter is locked (the usual case): nothing to redo at exit
         raws = _no_raw(len(tracks))
-    return Boundary(t, energies, raws, snapshots)
+    return Boundary(t, energies, raws, snapshots, late)
 
 
 def refine_start(ledger: Ledger, start: Boundary, read: bool) -> tuple[float, ...]:
@@ -157,6 +160,7 @@ class _Closed(NamedTuple):
     error: str | None
     carbon0: tuple[Snapshot, ...]
     carbon1: tuple[Snapshot, ...]
+    late: tuple[str, ...] = ()
 
     def build(self) -> Measurement:
         return self.builder.build(
@@ -170,6 +174,9 @@ class _Closed(NamedTuple):
             error=self.error,
             carbon0=self.carbon0,
             carbon1=self.carbon1,
+            snaps0=self.carbon0,
+            snaps1=self.carbon1,
+            late=self.late,
         )
 
 
@@ -519,7 +526,8 @@ class Window:
                 start = self._start or Boundary(self._t0, None, _no_raw(n), self._c0)
                 end = self._end or Boundary(self._t1, None, _no_raw(n), self._c1)
                 energies = window_energies(meter.ledger, start, end, self.read_devices)
-                self._account(meter, end.t, energies, None, end.snapshots, self._error)
+                late = start.late + end.late if start.late or end.late else ()
+                self._account(meter, end.t, energies, None, end.snapshots, self._error, late)
             except Exception:
                 log.warning("meter: could not close window %r", self.name, exc_info=True)
 
@@ -591,6 +599,7 @@ class Window:
         idle_time: float | None,
         c1: tuple[Snapshot, ...],
         error: str | None,
+        late: tuple[str, ...] = (),
     ) -> None:
         """Total the closed window, add it to the meter's per-name totals, and keep what its
         `Measurement` is built from."""
@@ -619,6 +628,7 @@ class Window:
             error,
             self._c0,
             c1,
+            late,
         )
         self._totals = (energy, co2e)
         meter.account(name, max(t1 - self._t0, 0.0), energy, co2e or 0.0)

@@ -47,7 +47,7 @@ def test_a_power_track_integrates_with_the_trapezoid_rule() -> None:
     assert track.snapshot().power_w == pytest.approx(200.0, rel=1e-6)
 
 
-def test_a_failed_device_freezes_and_says_why() -> None:
+def test_a_failing_device_keeps_its_energy_and_says_why() -> None:
     clock = FakeClock()
     gpu = SimulatedGPU(300.0, clock=clock, counter_update_s=0, sensor="ideal")
     track = track_of(gpu, clock)
@@ -57,10 +57,10 @@ def test_a_failed_device_freezes_and_says_why() -> None:
     clock.advance(1.0)
     track.observe()
     snap = track.snapshot()
-    assert snap.error is not None and "GPU is lost" in snap.error
-    assert snap.read_errors == 1
+    # One failure is retried (tests/meter/test_faults.py); meanwhile the snapshot says why.
+    assert snap.error is None and "GPU is lost" in (snap.last_error or "")
+    assert snap.read_errors == 1 and snap.unreadable_since is not None
     assert snap.energy_j == pytest.approx(300.0)
-    assert snap.energy_at(clock() + 10.0) == snap.energy_j  # a failed device is not carried on
 
 
 def test_the_one_extrapolation_is_clamped() -> None:

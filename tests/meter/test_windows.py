@@ -430,17 +430,22 @@ def test_gpu_lost_mid_run_others_go_on(clocked_meter, caplog):
         advance(m, clock, 0.4)
     r = w.result
     g0, g1 = r.devices["gpu:0"], r.devices["gpu:1"]
-    assert g0.error is not None and "lost" in g0.error.lower()
-    assert g1.error is None
+    # Not marked failed after 0.4 s (that takes FAIL_AFTER_READS over FAIL_AFTER_S: see
+    # test_faults.py), but the window says its energy since the loss is missing.
+    assert g0.error is None and g0.approximate
+    assert any("missing" in f and "lost" in f.lower() for f in g0.faults)
+    assert g1.error is None and g1.faults == ()
     assert rel_err(g1.energy_j, 150.0 * r.duration_s) < 0.01
     # The lost GPU keeps what it measured before it was lost (its last good read came at most
     # one tick gap, 125 ms with the spread ticks, before the loss at 0.3 s), and no more.
     assert 0.15 * 300 < g0.energy_j <= 0.3 * 300 + 1e-6
     assert any("gpu:0" in rec.getMessage() for rec in caplog.records)
     # Later windows still work.
-    with m.measure("after") as w2:
-        advance(m, clock, 0.1)
-    assert w2.result.devices["gpu:1"].energy_j == pytest.approx(15.0, rel=0.01)
+    with m.measure("after") as w2:  # (1 s: a 0.1 s window is one counter period, +-5 %)
+        advance(m, clock, 1.0)
+    # (The duration, not 1 s: a counter capture's polls may carry the fake clock past it.)
+    expected = 150.0 * w2.result.duration_s
+    assert w2.result.devices["gpu:1"].energy_j == pytest.approx(expected, rel=0.01)
 
 
 def test_idle_baseline_gives_dynamic_energy(clocked_meter):
