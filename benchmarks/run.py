@@ -316,6 +316,17 @@ def _summary(results: dict[str, dict[str, Any]]) -> list[str]:
                 _verdict(r["pass"]),
             ]
         )
+        for load in r.get("loads", ()):
+            rows.append(
+                [
+                    "`/metrics` under load",
+                    f"{load['scrapers']} scrapers {load['label']} for {load['seconds']:g} s, "
+                    f"`start_http_server`, {r['gpus']} simulated GPUs, {r['windows']} windows",
+                    _load_figures(load),
+                    f"0 errors, p99 < {load['p99_budget_ms']:g} ms",
+                    _verdict(load["pass"]),
+                ]
+            )
     elif "metrics" not in results:
         rows.append(["`/metrics` render", "not measured in this run", "–", "< 5 ms", "–"])
     rows.append(["Accuracy on a real GPU", "not measured (no GPU)", "–", "1% / 5%", "–"])
@@ -670,6 +681,14 @@ def _accuracy_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _load_figures(load: dict[str, Any]) -> str:
+    """``N errors of M scrapes; p50 X ms, p99 Y ms``."""
+    return (
+        f"{load['error_count']} errors of {load['scrapes']:,} scrapes; p50 "
+        f"{_f(load['p50_ms'], 0)} ms, p99 {_f(load['p99_ms'], 0)} ms"
+    )
+
+
 def _metrics_section(r: dict[str, Any]) -> list[str]:
     lines = [
         f"{r['series']} series, {r['bytes']:,} bytes of exposition.",
@@ -690,6 +709,44 @@ def _metrics_section(r: dict[str, Any]) -> list[str]:
             )
         ],
     )
+    loads = r.get("loads")
+    if loads:
+        first = loads[0]
+        lines += [
+            "",
+            f"Under load: {first['scrapers']} scrapers for {first['seconds']:g} s each way, a "
+            f"new connection per scrape, a {first['timeout_s']:g} s timeout; the server's listen "
+            f"backlog is {r['listen_backlog']}, and scrapes within {r['reuse_s']:g} s of a render "
+            f"share it ({r['renders']:,} renders served the loads below).",
+            "",
+        ]
+        rows = []
+        for load in loads:
+            errors = ", ".join(f"{kind} {n:,}" for kind, n in sorted(load["errors"].items()))
+            rows.append(
+                [
+                    load["label"],
+                    f"{load['scrapes']:,}",
+                    _f(load["per_s"], 0),
+                    f"{load['error_count']:,}" + (f" ({errors})" if errors else ""),
+                    *(_f(load[k], 0) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")),
+                    _verdict(load["pass"]),
+                ]
+            )
+        lines += _table(
+            [
+                "scrapers",
+                "scrapes",
+                "per second",
+                "errors",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                f"0 errors, p99 < {first['p99_budget_ms']:g} ms",
+            ],
+            rows,
+        )
     return lines
 
 

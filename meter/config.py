@@ -100,6 +100,13 @@ SETTINGS: tuple[Setting, ...] = (
         "1",
     ),
     Setting(
+        "METER_MAX_WINDOWS",
+        "integer",
+        "distinct window names kept in the per-name totals, the Prometheus `window` label; "
+        "windows of later names count as `other`",
+        "100",
+    ),
+    Setting(
         "METER_SIMULATE_GPUS",
         "text",
         "simulated GPUs, labelled `simulated`: e.g. `300,150`, `300:sampled` (no energy "

@@ -50,6 +50,11 @@ log = logging.getLogger("meter")
 DEFAULT_INTERVAL_S = 0.1
 #: Default size of the fine sample history (10 minutes at 10 Hz); memory stays flat.
 DEFAULT_HISTORY = 6000
+#: Default cap on the distinct window names of the per-name totals (`Meter.window_stats`), which
+#: are the values of the Prometheus ``window`` label: every name adds four series to each scrape.
+DEFAULT_MAX_WINDOWS = 100
+#: The per-name totals' name for the windows whose names came after ``max_windows`` others.
+OTHER_WINDOWS = "other"
 
 Sink = Callable[[Measurement], None]
 
@@ -80,6 +85,17 @@ def check_interval(interval_s: Any, setting: str = "interval_s") -> float:
             f"{setting}={value} is over an hour; use at most 3600 s.", setting=setting
         )
     return value
+
+
+def check_max_windows(max_windows: Any, setting: str = "max_windows") -> int:
+    """Validate a cap on distinct window names: a whole number >= 1."""
+    if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+        raise ConfigError(
+            f"{setting} must be a whole number of window names >= 1, got {max_windows!r}; "
+            f"e.g. {DEFAULT_MAX_WINDOWS} (the default)",
+            setting=setting,
+        )
+    return max_windows
 
 
 @dataclass
@@ -116,7 +132,10 @@ class Meter:
     labelled in every result (`meter.devices.corrections`); off by default. ``clock``
     (monotonic seconds) and ``sleep`` can be injected; with ``background=False`` no sampler
     thread runs and the caller drives sampling with ``meter.sampler.run_once()``
-    (`meter.testing.clock.FakeClock`).
+    (`meter.testing.clock.FakeClock`). ``max_windows``: distinct window names kept in the
+    per-name totals (`window_stats`, the Prometheus ``window`` label); windows of later names
+    are added to the totals of ``"other"`` (their own results keep their names), with one
+    warning.
     """
 
     def __init__(
@@ -151,8 +170,11 @@ class Meter:
         sleep: Callable[[float], None] | None = None,
         background: bool = True,
         gpu_correction: str | None = None,
+        max_windows: int = DEFAULT_MAX_WINDOWS,
     ) -> None:
         self.interval_s = check_interval(interval_s)
+        #: Distinct window names in `window_stats`; later names count as `OTHER_WINDOWS`.
+        self.max_windows = check_max_windows(max_windows)
         if history < 10:
             raise ConfigError(
                 f"history={history} is too small; use at least 10 samples", setting="history"
@@ -171,6 +193,7 @@ class Meter:
                 rapl_psys=rapl_psys,
                 rapl_reader=rapl_reader,
                 nvml=nvml,
+                clock=clock,
             )
             devices = found.devices
             self.unavailable = found.unavailable
@@ -233,6 +256,7 @@ class Meter:
         )
         self.sinks: list[Sink] = list(sinks)
         self._window_stats: dict[str, WindowStats] = {}
+        self._folded_windows = False  # a window name was counted as OTHER_WINDOWS (warned once)
         #: Closed windows not settled yet (`Window.settle`): the sampler settles them after
         #: each tick, so a window's exit costs the user's thread only its boundary; the
         #: closing thread settles them when `meter.windows.MAX_DEFERRED_WINDOWS` are queued.
@@ -344,15 +368,43 @@ class Meter:
             window.settle()
 
     def account(self, name: str, seconds: float, energy_j: float, co2e_g: float) -> None:
-        """Add a finished window to the per-name totals (what exporters show)."""
+        """Add a finished window to the per-name totals (what exporters show).
+
+        The totals keep at most ``max_windows`` names (plus `OTHER_WINDOWS`): each name is a
+        value of the Prometheus ``window`` label, so a name per request or per step would add
+        series without end. A window whose name arrives after the cap is full is added to the
+        totals of `OTHER_WINDOWS`, so no joule is dropped; the first time, a warning says so.
+        """
+        first_folded: str | None = None
         with self._lock:
-            stats = self._window_stats.get(name)
+            totals = self._window_stats
+            stats = totals.get(name)
             if stats is None:
-                stats = self._window_stats[name] = WindowStats()
+                if len(totals) - (OTHER_WINDOWS in totals) >= self.max_windows:
+                    if not self._folded_windows:
+                        self._folded_windows = True
+                        first_folded = name
+                    name = OTHER_WINDOWS
+                    stats = totals.get(name)
+                if stats is None:
+                    stats = totals[name] = WindowStats()
             stats.count += 1
             stats.seconds += seconds
             stats.energy_j += energy_j
             stats.co2e_g += co2e_g
+        if first_folded is not None:
+            log.warning(
+                "meter: window %r is counted as %r in the per-name totals (the Prometheus "
+                "label window=%r): this meter keeps max_windows=%d window names, and every "
+                "later new name is counted as %r too (a window's own result keeps its name). "
+                "Raise the cap with Meter(max_windows=...) or METER_MAX_WINDOWS, or use fewer "
+                "distinct names (not one per request or per step).",
+                config.short(first_folded),
+                OTHER_WINDOWS,
+                OTHER_WINDOWS,
+                self.max_windows,
+                OTHER_WINDOWS,
+            )
 
     def deliver(self, m: Measurement) -> None:
         """Hand a `Measurement` to every sink. Never raises."""
@@ -421,6 +473,9 @@ class Meter:
         return self.results.build(
             carbon0=start.carbon,
             carbon1=end.carbon,
+            snaps0=start.snapshots,
+            snaps1=end.snapshots,
+            late=start.late + end.late,
             name=name,
             t0=start.t,
             t1=end.t,
@@ -529,6 +584,9 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]
         opts["gpu_correction"] = correction
     if config.value("METER_NO_CPU", environ):
         opts["cpu"] = False
+    max_windows = config.value("METER_MAX_WINDOWS", environ)
+    if max_windows is not None:
+        opts["max_windows"] = check_max_windows(max_windows, "METER_MAX_WINDOWS")
     return opts
 
 

@@ -38,6 +38,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "meter_idle_power_watts": ("gauge", ("device",)),
     "meter_device_up": ("gauge", ("device",)),
     "meter_device_read_errors_total": ("counter", ("device",)),
+    "meter_device_rejected_reads_total": ("counter", ("device",)),
+    "meter_device_unreadable_seconds_total": ("counter", ("device",)),
     "meter_start_time_seconds": ("gauge", ()),
     "meter_window_energy_joules_total": ("counter", ("window",)),
     "meter_window_co2e_grams_total": ("counter", ("window",)),
@@ -69,7 +71,8 @@ class MeterCollector:
     Device counters count from the meter's `start` (so they begin near 0 and stay monotonic
     for the life of the meter); before the meter is started only ``meter_info`` and the static
     gauges are exposed. ``include_windows=False`` leaves out the per-window series (one set per
-    window name).
+    window name: at most the meter's ``max_windows`` names, plus ``other`` for the windows of
+    later names).
     """
 
     def __init__(self, meter: Meter, *, include_windows: bool = True) -> None:
@@ -106,7 +109,7 @@ class MeterCollector:
         )
         power = GaugeMetricFamily(
             "meter_power_watts",
-            "Latest power of the device, in watts (absent while the device is failed)",
+            "Latest power of the device, in watts (absent while the device cannot be read)",
             labels=_DEVICE_LABELS,
         )
         co2e = CounterMetricFamily(
@@ -117,12 +120,24 @@ class MeterCollector:
         )
         up = GaugeMetricFamily(
             "meter_device_up",
-            "1 while the device is read successfully, 0 once it failed (its counters freeze)",
+            "1 while the device answers; 0 while it cannot be read (failed reads, retried with "
+            "backoff, or a call that hangs) and once it is marked failed (its counters freeze)",
             labels=["device"],
         )
         errors = CounterMetricFamily(
             "meter_device_read_errors",
             "Failed reads of the device",
+            labels=["device"],
+        )
+        rejected = CounterMetricFamily(
+            "meter_device_rejected_reads",
+            "Reads ignored because their value could not be true (an energy counter that "
+            "stepped back or jumped past the power limit)",
+            labels=["device"],
+        )
+        unreadable = CounterMetricFamily(
+            "meter_device_unreadable_seconds",
+            "Seconds the device could not be read (failed reads or a hung call)",
             labels=["device"],
         )
         market_on = accountant is not None and accountant.market is not None
@@ -132,8 +147,11 @@ class MeterCollector:
             key = info_.key
             snap = track.snapshot()
             labels = [key, info_.kind, info_.model, info_.uuid or "", info_.method]
-            up.add_metric([key], 0.0 if snap.error is not None else 1.0)
+            down = snap.error is not None or snap.unreadable_since is not None
+            up.add_metric([key], 0.0 if down else 1.0)
             errors.add_metric([key], float(snap.read_errors))
+            rejected.add_metric([key], float(snap.rejected_reads))
+            unreadable.add_metric([key], _counter(snap.unreadable_until(meter.ledger.clock())))
             if not started or i >= len(base):
                 continue
             e0, g0, m0 = base[i]
@@ -145,7 +163,7 @@ class MeterCollector:
                 used = correction.energy_j(used, elapsed)
                 watts = correction.power_w(watts)
             energy.add_metric(labels, _counter(used))
-            if snap.error is None:
+            if not down:
                 power.add_metric(labels, _counter(watts))
             if accountant is not None:
                 co2e.add_metric([key, "location"], _counter(snap.co2e_g - g0))
@@ -158,6 +176,8 @@ class MeterCollector:
         yield co2e
         yield up
         yield errors
+        yield rejected
+        yield unreadable
 
         if accountant is not None:
             current = accountant.current

@@ -1,15 +1,18 @@
 """Serving ``/metrics``: a scrape server (optional TLS and basic auth) and an ASGI app.
 
-The scrape server is prometheus_client's WSGI app on a threading ``wsgiref`` server in a named
-daemon thread, like ``prometheus_client.start_http_server``, with two differences: basic auth
-can be required, and the TLS handshake happens in the connection's own thread (a slow or
-hostile client cannot stall the accept loop), with a socket timeout on every connection.
+The scrape server is prometheus_client's WSGI app on its threading ``wsgiref`` server in a named
+daemon thread, like ``prometheus_client.start_http_server``, with three differences: basic auth
+can be required; the TLS handshake happens in the connection's own thread (a slow or hostile
+client cannot stall the accept loop), with a socket timeout on every connection; and the listen
+backlog is `LISTEN_BACKLOG`, not socketserver's 5, so that many scrapers at once are queued
+rather than refused.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import hashlib
 import hmac
 import ipaddress
@@ -18,15 +21,16 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from meter.exporters.ports import DEFAULT_ADDR, DEFAULT_PORT
 from meter.exporters.prometheus.collector import make_registry
 from prometheus_client import make_asgi_app, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from meter.errors import ConfigError
@@ -38,6 +42,14 @@ log = logging.getLogger("meter")
 
 #: Seconds a scrape connection may sit idle (TLS handshake included) before it is dropped.
 CONNECTION_TIMEOUT_S = 10.0
+#: Connections the kernel queues for the accept loop. socketserver's default is 5: when more
+#: scrapers connect at once than the queue holds, Linux drops their SYNs (tcp_conn_request in
+#: net/ipv4/tcp_input.c, counted as ListenOverflows) and each client sends its SYN again only
+#: after the 1 s initial retransmission timeout (RFC 6298), then 2 s, 4 s later: a probe of 200
+#: scrapers on loopback saw 147 time out and a p99 of 1,033 ms (benchmarks/bench_metrics.py
+#: measures it under load). Linux caps the figure at ``net.core.somaxconn`` (4096 since kernel
+#: 5.4, 128 before).
+LISTEN_BACKLOG = 1024
 
 Credentials = Mapping[str, str]
 WSGIApp = Callable[..., Iterable[bytes]]
@@ -146,6 +158,62 @@ def basic_auth_wsgi(app: WSGIApp, users: Mapping[str, str], realm: str = "meter"
 # -- the scrape server --------------------------------------------------------------------------
 
 
+#: A rendered exposition is served again to scrapes within this many seconds of its render
+#: (the published figures change only at the sampler's ticks anyway), so a crowd of scrapers
+#: costs one render per interval instead of one each.
+RENDER_REUSE_S = 0.1
+
+
+class CachedMetricsApp:
+    """prometheus_client's WSGI app (``make_wsgi_app``) with the rendering shared: a scrape
+    reuses the page rendered less than ``reuse_s`` ago for the same format and encoding, and
+    concurrent scrapes of a stale page wait for one render. Anything unusual (a query such as
+    ``name[]=``, a method other than GET, ``/favicon.ico``) goes to the plain app."""
+
+    def __init__(self, registry: CollectorRegistry, reuse_s: float = RENDER_REUSE_S) -> None:
+        self.registry = registry
+        self.reuse_s = reuse_s
+        self._plain = make_wsgi_app(registry)
+        self._lock = threading.Lock()
+        self._pages: dict[tuple[str, bool], tuple[float, bytes]] = {}
+        #: Renders done (for tests and benchmarks).
+        self.renders = 0
+
+    def page(self, accept: str, gzipped: bool) -> tuple[str, bytes]:
+        """(content type, body) for a scrape, rendered at most once per ``reuse_s``."""
+        encoder, content_type = choose_encoder(accept)
+        key = (content_type, gzipped)
+        hit = self._pages.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.reuse_s:
+            with self._lock:  # one render; the scrapes that queued behind it reuse it
+                hit = self._pages.get(key)
+                if hit is None or time.monotonic() - hit[0] > self.reuse_s:
+                    t = time.monotonic()
+                    body = encoder(self.registry)
+                    if gzipped:
+                        body = gzip.compress(body)
+                    self.renders += 1
+                    hit = self._pages[key] = (t, body)
+        return content_type, hit[1]
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if (
+            environ.get("REQUEST_METHOD") != "GET"
+            or environ.get("QUERY_STRING")
+            or environ.get("PATH_INFO") == "/favicon.ico"
+        ):
+            return self._plain(environ, start_response)
+        gzipped = "gzip" in (environ.get("HTTP_ACCEPT_ENCODING") or "")
+        content_type, body = self.page(environ.get("HTTP_ACCEPT") or "", gzipped)
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log (a scrape every few seconds would flood stderr)."""
 
@@ -153,9 +221,12 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+class _ThreadingServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-request server (daemon threads), with a deep listen
+    queue, TLS in the connection's thread and a timeout on every connection."""
+
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
     ssl_context: ssl.SSLContext | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -209,6 +280,8 @@ class MetricsServer:
         self.port: int = int(address[1])
         self._closed = False
         self._lock = threading.Lock()
+        #: The WSGI app serving the scrapes (a `CachedMetricsApp`, possibly behind basic auth).
+        self.app: Any = httpd.get_app()
 
     @property
     def url(self) -> str:
@@ -268,7 +341,9 @@ def start_http_server(
         raise ConfigError("a TLS key was given without its certificate (certfile)", setting="tls")
     context = _ssl_context(certfile, keyfile) if certfile is not None else None
     users = _credentials(basic_auth)
-    app: WSGIApp = make_wsgi_app(make_registry(meter, include_windows=include_windows, also=also))
+    app: WSGIApp = CachedMetricsApp(
+        make_registry(meter, include_windows=include_windows, also=also)
+    )
     if users is not None:
         app = basic_auth_wsgi(app, users)
         if context is None and not _is_loopback(addr):
@@ -277,6 +352,12 @@ def start_http_server(
                 "add --tls-cert/--tls-key",
                 addr,
             )
+    return _serve(_listen(app, addr, port, context))
+
+
+def _listen(app: WSGIApp, addr: str, port: int, context: ssl.SSLContext | None) -> _ThreadingServer:
+    """A server bound and listening on ``addr:port``: from here on the kernel queues connections
+    (up to `LISTEN_BACKLOG`), but nothing accepts them before `_serve`."""
     try:
         infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -295,11 +376,16 @@ def start_http_server(
             setting="port",
         ) from None
     httpd.ssl_context = context
+    return httpd
+
+
+def _serve(httpd: _ThreadingServer) -> MetricsServer:
+    """Run the accept loop of a listening server in a named daemon thread."""
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="meter-metrics", daemon=True
     )
     thread.start()
-    return MetricsServer(httpd, thread, "https" if context is not None else "http")
+    return MetricsServer(httpd, thread, "https" if httpd.ssl_context is not None else "http")
 
 
 # -- ASGI ---------------------------------------------------------------------------------------

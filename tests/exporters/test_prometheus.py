@@ -272,21 +272,57 @@ def test_window_series_add_up_the_windows(meter_factory):
     assert not samples(make_registry(m, include_windows=False), "meter_windows_total")
 
 
-def test_a_failed_device_is_flagged_and_its_counter_frozen(meter_factory):
+def test_ten_thousand_window_names_stay_within_the_window_cap(clocked_meter, caplog):
+    """10,000 distinct window names: the ``window`` label takes max_windows + 1 values (the
+    later names count as ``other``), the series stay few, every joule is still counted, and
+    one warning says how to raise the cap."""
+    m, clock = clocked_meter(300.0, 150.0, max_windows=50)
+    registry = make_registry(m)
+    windows = []
+    with caplog.at_level(logging.WARNING, logger="meter"):
+        for i in range(10_000):
+            with m.measure(f"user-{i}") as w:
+                advance(m, clock, 0.001)
+            windows.append(w)
+        text = generate_latest(registry).decode()
+    energy = samples(registry, "meter_window_energy_joules_total")
+    labels = {dict(k)["window"] for k in energy}
+    assert len(labels) == 51 and "other" in labels
+    for name in ("meter_windows_total", "meter_window_seconds_total"):
+        assert {dict(k)["window"] for k in samples(registry, name)} == labels
+    assert samples(registry, "meter_windows_total")[(("window", "other"),)] == 9_950
+    assert sum(energy.values()) == pytest.approx(sum(w.result.energy_j for w in windows))
+    assert sum(1 for line in text.splitlines() if line.startswith("meter_window")) == 4 * 51
+    warnings = [r for r in caplog.records if "max_windows=50" in r.getMessage()]
+    assert len(warnings) == 1 and "METER_MAX_WINDOWS" in warnings[0].getMessage()
+
+
+def test_an_unreadable_device_is_flagged_and_its_counter_frozen(meter_factory):
     gpus = [SimulatedGPU(300.0), SimulatedGPU(150.0)]
     m = meter_factory(*gpus)
     registry = make_registry(m)
     time.sleep(0.2)
     gpus[1].inject_error("gpu_lost")
     deadline = time.monotonic() + 2
-    while m.ledger.tracks[1].snapshot().error is None and time.monotonic() < deadline:
+    while m.ledger.tracks[1].snapshot().unreadable_since is None and time.monotonic() < deadline:
         time.sleep(0.02)
     frozen = by_device(registry, "meter_energy_joules_total")["gpu:1"]
     time.sleep(0.2)
     assert by_device(registry, "meter_energy_joules_total")["gpu:1"] == frozen
     assert by_device(registry, "meter_device_up") == {"gpu:0": 1.0, "gpu:1": 0.0}
     assert by_device(registry, "meter_device_read_errors_total")["gpu:1"] >= 1
+    assert by_device(registry, "meter_device_unreadable_seconds_total")["gpu:1"] > 0
+    assert by_device(registry, "meter_device_unreadable_seconds_total")["gpu:0"] == 0
+    assert by_device(registry, "meter_device_rejected_reads_total") == {"gpu:0": 0, "gpu:1": 0}
     assert set(by_device(registry, "meter_power_watts")) == {"gpu:0"}
+    # It comes back: up again, its counter moves on (the energy counter covered the gap).
+    gpus[1].clear_errors()
+    deadline = time.monotonic() + 5
+    while m.ledger.tracks[1].snapshot().unreadable_since is not None:
+        assert time.monotonic() < deadline, "gpu:1 did not resume"
+        time.sleep(0.02)
+    assert by_device(registry, "meter_device_up") == {"gpu:0": 1.0, "gpu:1": 1.0}
+    assert by_device(registry, "meter_energy_joules_total")["gpu:1"] > frozen
 
 
 def test_render_is_fast_with_8_gpus_and_100_windows(meter_factory):
