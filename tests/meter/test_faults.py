@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from meter import Meter
+from meter import Measurement, Meter
 from meter.devices.nvml import open_gpus
 from meter.ledger import (
     FAIL_AFTER_READS,
@@ -36,6 +36,29 @@ def track_of(gpu: SimulatedGPU, clock: FakeClock) -> Track:
 def ideal(watts: float, clock: FakeClock, **options: object) -> SimulatedGPU:
     options.setdefault("counter_update_s", 0)
     return SimulatedGPU(watts, clock=clock, sensor="ideal", **options)  # type: ignore[arg-type]
+
+
+def fault_in_a_window(
+    clocked_meter: MakeMeter,
+    fault: Callable[[SimulatedGPU], object],
+    *,
+    before_s: float,
+    after_s: float,
+    watts: float = 300.0,
+    **gpu_options: object,
+) -> tuple[Meter, FakeClock, Measurement]:
+    """A window on one ideal simulated GPU (sampled at 10 Hz on a fake clock) with ``fault``
+    applied ``before_s`` into it, closed ``after_s`` later; the meter, its clock, the result."""
+    clock = FakeClock()
+    gpu = ideal(watts, clock, **gpu_options)
+    m, clock = clocked_meter(gpu, clock=clock, interval_s=0.1)
+    advance(m, clock, 1.0)
+    with m.measure("w") as w:
+        advance(m, clock, before_s)
+        fault(gpu)
+        advance(m, clock, after_s)
+    assert w.result is not None
+    return m, clock, w.result
 
 
 # -- transient and persistent errors on one track ---------------------------------------------
@@ -125,16 +148,10 @@ def test_a_power_device_gap_is_interpolated_across_not_zeroed(clocked_meter: Mak
 def test_a_window_that_ends_in_an_outage_says_its_energy_is_missing(
     clocked_meter: MakeMeter,
 ) -> None:
-    clock = FakeClock()
-    gpu = ideal(300.0, clock)
-    m, clock = clocked_meter(gpu, clock=clock, interval_s=0.1)
-    advance(m, clock, 1.0)
-    with m.measure("w") as w:
-        advance(m, clock, 1.0)
-        gpu.inject_error("gpu_lost")
-        advance(m, clock, 5.0)
-    assert w.result is not None
-    dev = w.result.devices["gpu:0"]
+    _, _, result = fault_in_a_window(
+        clocked_meter, lambda gpu: gpu.inject_error("gpu_lost"), before_s=1.0, after_s=5.0
+    )
+    dev = result.devices["gpu:0"]
     assert dev.approximate
     assert any("missing" in f and "GPU is lost" in f for f in dev.faults)
     assert "faults" in dev.to_dict()
@@ -154,9 +171,8 @@ def test_a_clean_window_has_no_faults(clocked_meter: MakeMeter) -> None:
 # -- a hung device call --------------------------------------------------------------------------
 
 
-def test_a_boundary_does_not_wait_for_a_hung_call_and_is_flagged() -> None:
-    clock = FakeClock()
-    hung, fine = ideal(300.0, clock), ideal(150.0, clock)
+def two_gpu_meter(hung: SimulatedGPU, fine: SimulatedGPU, clock: FakeClock) -> Meter:
+    """A started meter on the fake clock, without a sampler thread (the tests drive it)."""
     m = Meter(
         nvml=FakeNVML([hung, fine]),
         clock=clock,
@@ -167,6 +183,13 @@ def test_a_boundary_does_not_wait_for_a_hung_call_and_is_flagged() -> None:
         idle_file="/nonexistent/meter-idle.json",
     )
     m.start()
+    return m
+
+
+def test_a_boundary_does_not_wait_for_a_hung_call_and_is_flagged() -> None:
+    clock = FakeClock()
+    hung, fine = ideal(300.0, clock), ideal(150.0, clock)
+    m = two_gpu_meter(hung, fine, clock)
     try:
         advance(m, clock, 1.0)
         w = m.measure("w")
@@ -214,16 +237,7 @@ def test_a_late_read_is_timed_at_its_end_so_it_never_lands_before_a_boundary() -
 def test_the_watchdog_marks_a_hung_device_and_a_new_sampler_thread_reads_the_others() -> None:
     clock = FakeClock()
     hung, fine = ideal(300.0, clock), ideal(150.0, clock)
-    m = Meter(
-        nvml=FakeNVML([hung, fine]),
-        clock=clock,
-        sleep=clock.sleep,
-        background=False,
-        cpu=False,
-        carbon=False,
-        idle_file="/nonexistent/meter-idle.json",
-    )
-    m.start()
+    m = two_gpu_meter(hung, fine, clock)
     sampler = m.sampler
     try:
         advance(m, clock, 0.5)
@@ -259,64 +273,52 @@ def test_the_watchdog_marks_a_hung_device_and_a_new_sampler_thread_reads_the_oth
 
 
 def test_a_counter_that_steps_back_once_adds_no_phantom_joules(clocked_meter: MakeMeter) -> None:
-    clock = FakeClock()
-    gpu = ideal(300.0, clock)
-    m, clock = clocked_meter(gpu, clock=clock, interval_s=0.1)
-    advance(m, clock, 1.0)
-    with m.measure("w") as w:
-        advance(m, clock, 0.5)
-        gpu.inject_counter_glitch(-100_000)  # one read 100 J low: below the read before it
-        advance(m, clock, 1.0)
-    assert w.result is not None
-    dev = w.result.devices["gpu:0"]
+    # One read 100 J low: below the read before it.
+    m, _, result = fault_in_a_window(
+        clocked_meter,
+        lambda gpu: gpu.inject_counter_glitch(-100_000),
+        before_s=0.5,
+        after_s=1.0,
+    )
+    dev = result.devices["gpu:0"]
     assert dev.energy_j == pytest.approx(450.0, rel=0.01)  # was about 1,000,000 J
     assert any("ignored" in f for f in dev.faults)
     assert m.ledger.tracks[0].snapshot().rejected_reads == 1
 
 
 def test_a_counter_jump_past_the_power_limit_is_ignored(clocked_meter: MakeMeter) -> None:
-    clock = FakeClock()
-    gpu = ideal(300.0, clock)
-    m, clock = clocked_meter(gpu, clock=clock, interval_s=0.1)
-    advance(m, clock, 1.0)
-    with m.measure("w") as w:
-        advance(m, clock, 0.5)
-        gpu.inject_counter_glitch(1_000_000_000)  # +1,000,000 J on one read
-        advance(m, clock, 1.0)
-    assert w.result is not None
-    assert w.result.devices["gpu:0"].energy_j == pytest.approx(450.0, rel=0.01)
+    # +1,000,000 J on one read.
+    _, _, result = fault_in_a_window(
+        clocked_meter,
+        lambda gpu: gpu.inject_counter_glitch(1_000_000_000),
+        before_s=0.5,
+        after_s=1.0,
+    )
+    assert result.devices["gpu:0"].energy_j == pytest.approx(450.0, rel=0.01)
 
 
 def test_a_driver_reload_restarts_the_counter_without_losing_the_window(
     clocked_meter: MakeMeter,
 ) -> None:
-    clock = FakeClock()
-    gpu = ideal(300.0, clock)
-    m, clock = clocked_meter(gpu, clock=clock, interval_s=0.1)
-    advance(m, clock, 1.0)
-    with m.measure("w") as w:
-        advance(m, clock, 0.5)
-        gpu.reset_counter()
-        advance(m, clock, 1.0)
-    assert w.result is not None
+    _, _, result = fault_in_a_window(
+        clocked_meter, lambda gpu: gpu.reset_counter(), before_s=0.5, after_s=1.0
+    )
     # At most the energy between the last read before the reset and the reset is lost (one
     # sampling interval at most): never the raw counter added, never 0.
-    assert 300.0 * 1.4 <= w.result.devices["gpu:0"].energy_j <= 300.0 * 1.5 + 1.0
+    assert 300.0 * 1.4 <= result.devices["gpu:0"].energy_j <= 300.0 * 1.5 + 1.0
 
 
 def test_a_counter_lost_mid_run_falls_back_to_power_readings(clocked_meter: MakeMeter) -> None:
-    clock = FakeClock()
-    gpu = ideal(300.0, clock)
-    m, clock = clocked_meter(gpu, clock=clock, interval_s=0.1)
-    advance(m, clock, 1.0)
-    with m.measure("w") as w:
-        advance(m, clock, 1.0)
-        gpu.inject_error("not_supported", calls=[COUNTER])
-        advance(m, clock, 2.0)
+    m, clock, result = fault_in_a_window(
+        clocked_meter,
+        lambda gpu: gpu.inject_error("not_supported", calls=[COUNTER]),
+        before_s=1.0,
+        after_s=2.0,
+    )
     with m.measure("after") as after:
         advance(m, clock, 1.0)
-    assert w.result is not None and after.result is not None
-    dev = w.result.devices["gpu:0"]
+    assert after.result is not None
+    dev = result.devices["gpu:0"]
     assert dev.energy_j == pytest.approx(900.0, rel=0.03)  # not 300 J frozen, not 0
     assert any("stopped answering" in f for f in dev.faults) and dev.approximate
     track = m.ledger.tracks[0]
