@@ -66,7 +66,7 @@ def device_faults(
         )
     gap = s1.unreadable_until(t1) - s0.unreadable_until(t0)
     if gap > 1e-9:
-        why = s1.last_error or s0.last_error or s1.error or "no answer"
+        why = s1.last_error or s0.last_error or s1.error or "no answer from the device"
         if s1.unreadable_since is not None:
             approximate = True
             faults.append(

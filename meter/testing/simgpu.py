@@ -656,11 +656,12 @@ class SimulatedGPU:
 
     def clear_errors(self) -> None:
         """Remove every injected error and release every injected hang."""
+        # Release the hangs first, without the board's lock: a hung call holds it.
+        for hang in list(self._hangs):
+            hang.release.set()
         with self._lock:
             self._errors.clear()
-            hangs, self._hangs = self._hangs, []
-        for hang in hangs:
-            hang.release.set()
+            self._hangs = []
 
     def inject_hang(
         self,

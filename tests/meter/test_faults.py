@@ -399,3 +399,18 @@ def test_end_to_end_a_hung_gpu_stalls_neither_the_user_nor_the_other_gpu() -> No
         assert after.result.devices["gpu:0"].avg_power_w == pytest.approx(300.0, rel=0.2)
     finally:
         m.close()
+
+
+def test_clear_errors_releases_a_hang_that_holds_the_board() -> None:
+    gpu = SimulatedGPU(300.0)
+    (device,), _, _ = open_gpus(nvml=FakeNVML([gpu]), visible=None)
+    gpu.inject_hang(calls=[COUNTER], timeout_s=30.0)
+    reader = threading.Thread(target=device.read)
+    reader.start()
+    while gpu.calls[COUNTER] < 2:  # (1 at open) the read has entered the hung call
+        reader.join(0.001)
+    clearer = threading.Thread(target=gpu.clear_errors)  # it used to wait for the board
+    clearer.start()
+    clearer.join(5.0)
+    reader.join(5.0)
+    assert not clearer.is_alive() and not reader.is_alive()
