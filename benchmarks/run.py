@@ -716,8 +716,9 @@ def _metrics_section(r: dict[str, Any]) -> list[str]:
             "",
             f"Under load: {first['scrapers']} scrapers for {first['seconds']:g} s each way, a "
             f"new connection per scrape, a {first['timeout_s']:g} s timeout; the server's listen "
-            f"backlog is {r['listen_backlog']}, and scrapes within {r['reuse_s']:g} s of a render "
-            f"share it ({r['renders']:,} renders served the loads below).",
+            f"backlog is {r['listen_backlog']}, and scrapes share one render while the meter's "
+            f"figures are unchanged (for at most {r['reuse_s']:g} s): {r['renders']:,} renders "
+            "served the loads below.",
             "",
         ]
         rows = []

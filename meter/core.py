@@ -257,6 +257,8 @@ class Meter:
         self.sinks: list[Sink] = list(sinks)
         self._window_stats: dict[str, WindowStats] = {}
         self._folded_windows = False  # a window name was counted as OTHER_WINDOWS (warned once)
+        #: Windows added to the per-name totals so far (exporters tell a changed total by it).
+        self.windows_accounted = 0
         #: Closed windows not settled yet (`Window.settle`): the sampler settles them after
         #: each tick, so a window's exit costs the user's thread only its boundary; the
         #: closing thread settles them when `meter.windows.MAX_DEFERRED_WINDOWS` are queued.
@@ -388,6 +390,7 @@ class Meter:
                     stats = totals.get(name)
                 if stats is None:
                     stats = totals[name] = WindowStats()
+            self.windows_accounted += 1
             stats.count += 1
             stats.seconds += seconds
             stats.energy_j += energy_j

@@ -47,9 +47,11 @@ _GOLDEN = 0.6180339887498949
 
 
 def _stop_thread(event: threading.Event, threads: list[threading.Thread]) -> None:
-    """Stop the sampler's threads; join the live one (not one left stuck in a hung call)."""
+    """Stop the sampler's threads and join them: the live sampler thread (not one left stuck
+    in a hung call, which was replaced) and the watchdog, so none is still running when the
+    interpreter exits."""
     event.set()
-    for thread in threads[:1]:
+    for thread in threads:
         if thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout=STALL_S)
 

@@ -158,43 +158,70 @@ def basic_auth_wsgi(app: WSGIApp, users: Mapping[str, str], realm: str = "meter"
 # -- the scrape server --------------------------------------------------------------------------
 
 
-#: A rendered exposition is served again to scrapes within this many seconds of its render
-#: (the published figures change only at the sampler's ticks anyway), so a crowd of scrapers
-#: costs one render per interval instead of one each.
-RENDER_REUSE_S = 0.1
+#: A rendered exposition is served again, while nothing it shows has changed, for at most this
+#: long (a clock-driven figure, such as the amortised embodied CO2e, moves on at least this
+#: often), so a crowd of scrapers costs one render per change instead of one each.
+RENDER_REUSE_S = 1.0
+
+
+def meter_version(meter: Meter) -> Callable[[], object]:
+    """What a rendered page of ``meter``'s metrics depends on, cheaply: the sampler's ticks (the
+    exported figures move on at each) and the windows added to the per-name totals. Equal
+    versions mean the same page, give or take a window boundary's read between two ticks."""
+    sampler = meter.sampler
+
+    def version() -> object:
+        return (sampler.ticks, meter.windows_accounted)
+
+    return version
 
 
 class CachedMetricsApp:
     """prometheus_client's WSGI app (``make_wsgi_app``) with the rendering shared: a scrape
-    reuses the page rendered less than ``reuse_s`` ago for the same format and encoding, and
-    concurrent scrapes of a stale page wait for one render. Anything unusual (a query such as
-    ``name[]=``, a method other than GET, ``/favicon.ico``) goes to the plain app."""
+    reuses the page rendered for the same format and encoding while ``version()`` is unchanged
+    and for at most ``reuse_s``, and concurrent scrapes of a stale page wait for one render.
+    Anything unusual (a query such as ``name[]=``, a method other than GET, ``/favicon.ico``)
+    goes to the plain app."""
 
-    def __init__(self, registry: CollectorRegistry, reuse_s: float = RENDER_REUSE_S) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        version: Callable[[], object],
+        reuse_s: float = RENDER_REUSE_S,
+    ) -> None:
         self.registry = registry
+        self.version = version
         self.reuse_s = reuse_s
         self._plain = make_wsgi_app(registry)
         self._lock = threading.Lock()
-        self._pages: dict[tuple[str, bool], tuple[float, bytes]] = {}
+        self._pages: dict[tuple[str, bool], tuple[float, object, bytes]] = {}
         #: Renders done (for tests and benchmarks).
         self.renders = 0
 
+    def _fresh(self, hit: tuple[float, object, bytes] | None) -> bool:
+        return (
+            hit is not None
+            and time.monotonic() - hit[0] <= self.reuse_s
+            and hit[1] == self.version()
+        )
+
     def page(self, accept: str, gzipped: bool) -> tuple[str, bytes]:
-        """(content type, body) for a scrape, rendered at most once per ``reuse_s``."""
+        """(content type, body) for a scrape: rendered again only when something changed."""
         encoder, content_type = choose_encoder(accept)
         key = (content_type, gzipped)
         hit = self._pages.get(key)
-        if hit is None or time.monotonic() - hit[0] > self.reuse_s:
+        if not self._fresh(hit):
             with self._lock:  # one render; the scrapes that queued behind it reuse it
                 hit = self._pages.get(key)
-                if hit is None or time.monotonic() - hit[0] > self.reuse_s:
-                    t = time.monotonic()
+                if not self._fresh(hit):
+                    t, version = time.monotonic(), self.version()
                     body = encoder(self.registry)
                     if gzipped:
                         body = gzip.compress(body)
                     self.renders += 1
-                    hit = self._pages[key] = (t, body)
-        return content_type, hit[1]
+                    hit = self._pages[key] = (t, version, body)
+        assert hit is not None
+        return content_type, hit[2]
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -341,9 +368,8 @@ def start_http_server(
         raise ConfigError("a TLS key was given without its certificate (certfile)", setting="tls")
     context = _ssl_context(certfile, keyfile) if certfile is not None else None
     users = _credentials(basic_auth)
-    app: WSGIApp = CachedMetricsApp(
-        make_registry(meter, include_windows=include_windows, also=also)
-    )
+    registry = make_registry(meter, include_windows=include_windows, also=also)
+    app: WSGIApp = CachedMetricsApp(registry, meter_version(meter))
     if users is not None:
         app = basic_auth_wsgi(app, users)
         if context is None and not _is_loopback(addr):

@@ -151,3 +151,40 @@ def test_200_scrapers_at_once_are_all_queued_and_all_get_the_exposition(scrape_a
     assert devices == {f"gpu:{i}" for i in range(GPUS)}
     windows = {s.labels["window"]: s.value for s in families["meter_windows"].samples}
     assert windows == {f"window-{i:03d}": 1.0 for i in range(WINDOWS)}
+
+
+def test_scrapes_share_a_render_until_the_figures_change(clocked_meter) -> None:
+    from meter.exporters.prometheus.server import CachedMetricsApp, meter_version
+
+    m, clock = clocked_meter(300.0, 150.0, interval_s=0.1)
+    advance(m, clock, 0.5)
+    app = CachedMetricsApp(make_registry(m), meter_version(m))
+
+    def scrape() -> str:
+        out: list[str] = []
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": ""}
+        body = b"".join(app(environ, lambda status, headers: out.append(status)))
+        assert out == ["200 OK"]
+        return body.decode()
+
+    def joules(text: str) -> float:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (
+                    sample.name == "meter_energy_joules_total"
+                    and sample.labels["device"] == "gpu:0"
+                ):
+                    return sample.value
+        raise AssertionError("no gpu:0 energy")
+
+    first = scrape()
+    for _ in range(50):
+        assert scrape() == first  # nothing changed: the same page, one render
+    assert app.renders == 1
+    advance(m, clock, 0.2)  # the sampler published new figures
+    second = scrape()
+    assert app.renders == 2 and joules(second) > joules(first)  # never a stale page
+    with m.measure("w"):
+        pass
+    m.settle_windows()
+    assert 'window="w"' in scrape() and app.renders == 3  # a closed window shows at once
