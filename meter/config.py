@@ -75,7 +75,7 @@ SETTINGS: tuple[Setting, ...] = (
         "METER_CPU_TDP_W",
         "number",
         "TDP in watts for the CPU estimate used when RAPL is unreadable",
-        "100",
+        "3.5 x logical CPUs",
     ),
     Setting("METER_SYNC_CUDA", "boolean", "`1` to synchronise CUDA at every window boundary", "0"),
     Setting(
@@ -105,6 +105,13 @@ SETTINGS: tuple[Setting, ...] = (
         "distinct window names kept in the per-name totals, the Prometheus `window` label; "
         "windows of later names count as `other`",
         "100",
+    ),
+    Setting(
+        "METER_QUIET",
+        "boolean",
+        "`1` to turn off `meter run`'s live status line (shown only when stderr is a terminal)",
+        "0 (shown)",
+        "--quiet",
     ),
     Setting(
         "METER_SIMULATE_GPUS",
@@ -142,6 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
         "number",
         "certified renewable share of the supply, 0..1 (market-based CO2e)",
         "",
+        "--renewable-share",
         group="carbon",
     ),
     Setting(
@@ -149,6 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
         "number",
         "contract emission factor in gCO2e/kWh (market-based CO2e)",
         "",
+        "--market-factor",
         group="carbon",
     ),
     Setting(

@@ -190,6 +190,7 @@ def test_calibrate_writes_idle_file_used_by_later_windows(tmp_path):
         "calibrate",
         "--seconds",
         "0.5",
+        "--force",  # busy or not (other tests may run meanwhile): item 8 is in test_cli_calibrate
         "--file",
         str(idle_file),
         METER_SIMULATE_GPUS="80",
