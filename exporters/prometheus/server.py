@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -416,21 +416,64 @@ def _serve(httpd: _ThreadingServer) -> MetricsServer:
 
 # -- ASGI ---------------------------------------------------------------------------------------
 
+ASGIScope = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class MetricsASGIApp:
+    """An ASGI app serving a registry's metrics (prometheus_client's ``make_asgi_app``) on
+    whatever path routes to it; from `metrics_asgi_app`.
+
+    It is a class, not a function, so that Starlette takes it for an ASGI app wherever an
+    endpoint goes: ``Route("/metrics", app)`` and FastAPI's ``add_route("/metrics", app)``
+    serve ``/metrics`` itself. A mount serves only below its path: Starlette's router answers
+    ``/metrics`` with a 307 redirect to ``/metrics/`` (``Mount`` matches
+    ``/metrics/{path:path}``, and ``Router.redirect_slashes`` finds that ``/metrics/`` would
+    match). Served on its own (``uvicorn module:app``), it answers the lifespan messages.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._app: Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]] = make_asgi_app(
+            registry
+        )
+
+    async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._app(scope, receive, send)
+        elif kind == "lifespan":  # nothing to start or stop
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        # A websocket is not answered: the server closes it (403).
+
+    def __repr__(self) -> str:
+        return f"<MetricsASGIApp {self.registry!r}>"
+
 
 def metrics_asgi_app(
     meter: Meter, *, include_windows: bool = True, also: CollectorRegistry | None = None
-) -> Callable[..., Any]:
-    """An ASGI app serving ``meter``'s metrics, to mount inside an inference server.
+) -> MetricsASGIApp:
+    """An ASGI app serving ``meter``'s metrics, to route to inside an inference server.
 
-    >>> from fastapi import FastAPI                                 # doctest: +SKIP
-    >>> app = FastAPI()                                            # doctest: +SKIP
-    >>> app.mount("/metrics", metrics_asgi_app(meter.get_meter()))  # doctest: +SKIP
+    >>> from fastapi import FastAPI                                        # doctest: +SKIP
+    >>> app = FastAPI()                                                   # doctest: +SKIP
+    >>> app.add_route("/metrics", metrics_asgi_app(meter.get_meter()))    # doctest: +SKIP
+
+    Route it (Starlette: ``Route("/metrics", metrics_asgi_app(m))``) rather than mount it: a
+    mount at ``/metrics`` answers ``/metrics`` with a redirect to ``/metrics/`` (see
+    `MetricsASGIApp`). `meter.integrations.asgi.EnergyMiddleware` leaves ``/metrics`` unmetered
+    by default.
 
     ``also``: another registry whose metrics are served too, e.g. ``prometheus_client.REGISTRY``
     where `meter.integrations.asgi.EnergyMiddleware` keeps the request metrics by default.
 
     The scrape is rendered on the event loop, which is fine: it reads floats, never a device.
     """
-    registry = make_registry(meter, include_windows=include_windows, also=also)
-    app: Callable[..., Any] = make_asgi_app(registry)
-    return app
+    return MetricsASGIApp(make_registry(meter, include_windows=include_windows, also=also))

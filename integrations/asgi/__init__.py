@@ -14,7 +14,7 @@ is counted in Prometheus metrics labelled by route template, method and status c
 
 vLLM: ``vllm serve MODEL --middleware meter.integrations.asgi.EnergyMiddleware`` (vLLM passes only
 ``app``, so the defaults apply: the process default meter, metrics in prometheus_client's
-default registry, which vLLM's ``/metrics`` serves).
+default registry, which vLLM's ``/metrics`` serves, and ``/metrics`` itself left unmetered).
 
 Metrics (names and labels are a contract with the shipped Grafana dashboard):
 
@@ -40,10 +40,15 @@ The modules, one concern each:
 
 from meter.integrations.asgi.measurement import OTHER, UNMATCHED, RequestMeasurement
 from meter.integrations.asgi.metrics import DEFAULT_BUCKETS_J, DEFAULT_MAX_ROUTES, RequestMetrics
-from meter.integrations.asgi.middleware import DEFAULT_GROUP, EnergyMiddleware
+from meter.integrations.asgi.middleware import (
+    DEFAULT_EXCLUDE_PATHS,
+    DEFAULT_GROUP,
+    EnergyMiddleware,
+)
 
 __all__ = [
     "DEFAULT_BUCKETS_J",
+    "DEFAULT_EXCLUDE_PATHS",
     "DEFAULT_GROUP",
     "DEFAULT_MAX_ROUTES",
     "OTHER",

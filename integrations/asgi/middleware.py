@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from meter import ConfigError, Meter, Window, get_meter
 
 __all__ = [
+    "DEFAULT_EXCLUDE_PATHS",
     "DEFAULT_GROUP",
     "ASGIApp",
     "EnergyMiddleware",
@@ -49,6 +50,11 @@ MeasurementHook = Callable[[Scope, RequestMeasurement], None]
 
 #: The meter group (and window name) of the requests: they share the devices' energy.
 DEFAULT_GROUP = "http"
+#: Paths left unmetered unless told otherwise: Prometheus' scrapes of the app's own metrics
+#: (``app.add_route("/metrics", metrics_asgi_app(...))``, vLLM's ``/metrics``, or ``/metrics/``
+#: behind a mount) are not requests of the service; metered, they would count as traffic and
+#: take a share of the energy.
+DEFAULT_EXCLUDE_PATHS: tuple[str, ...] = ("/metrics", "/metrics/")
 
 # RFC 9110 token characters: what a header name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -81,8 +87,9 @@ class EnergyMiddleware:
     * ``route_of``: ``callable(scope) -> str | None``, the route template of a request, for
       apps without a Starlette router (the default joins the templates of the Starlette or
       FastAPI routes and mounts that matched, see `meter.integrations.asgi.routes`).
-    * ``exclude_paths``: exact request paths passed through unmetered and uncounted, e.g.
-      ``("/health", "/metrics")``.
+    * ``exclude_paths``: exact request paths passed through unmetered and uncounted (default
+      `DEFAULT_EXCLUDE_PATHS`, ``("/metrics", "/metrics/")``: scrapes are not requests); e.g.
+      ``("/health", "/metrics")``, or ``()`` to meter every path.
 
     A request's window opens when the request reaches the middleware and closes when the app
     sends the last body message (before it goes out), so background tasks run after it.
@@ -100,7 +107,7 @@ class EnergyMiddleware:
         energy_header: str | None = None,
         on_measurement: MeasurementHook | None = None,
         route_of: Callable[[Scope], str | None] | None = None,
-        exclude_paths: Collection[str] = (),
+        exclude_paths: Collection[str] = DEFAULT_EXCLUDE_PATHS,
     ) -> None:
         if not callable(app):
             raise ConfigError(

@@ -35,11 +35,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The Debian package of each binary the tests run: promtool ships in `prometheus`.
+DEBIAN_PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-pushgateway": "prometheus-pushgateway",
+}
+
+
 def need_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
+        package = DEBIAN_PACKAGES.get(name, name)
         pytest.skip(
-            f"`{name}` is not installed (Debian: apt-get install {name}; .ci/run installs it)"
+            f"`{name}` is not installed (Debian: apt-get install {package}; .ci/run installs it)"
         )
     return path
 

@@ -1,7 +1,7 @@
 """The exporter against a real Prometheus, promtool and Pushgateway on 127.0.0.1.
 
-Skipped, with the reason, where Debian's ``prometheus``, ``promtool`` or
-``prometheus-pushgateway`` are not installed (``.ci/run`` installs them).
+Skipped, with the reason, where ``prometheus``, ``promtool`` (both in Debian's ``prometheus``
+package) or ``prometheus-pushgateway`` are not installed (``.ci/run`` installs them).
 
 Timing: Prometheus scrapes every second. A scraped sample carries the time the scrape
 *started*; the collector runs a few milliseconds later (and Prometheus 2.x may nudge the stamp by
