@@ -78,6 +78,78 @@ class JsonlWriter:
         return os.pread(fd, 1, size - 1) != b"\n"
 
 
+#: Window records written per window name under ``meter run --output``: a window per training
+#: step would otherwise add a line per step (about 1 KB each) for the whole run.
+MAX_WINDOW_RECORDS_PER_NAME = 1000
+
+
+class WindowRecords:
+    """A `Meter` sink that appends each window's record to a run's JSONL file: the window's
+    ``Measurement.to_dict()`` plus ``"kind": "window"`` and ``"run_id"``. What the default meter
+    of a command under ``meter run --output F`` uses (``METER_RUN_OUTPUT``, ``METER_RUN_ID``), so
+    that the command's own windows land in F next to the run's record.
+
+    Windows of a shared group (the ASGI middleware's requests, many per second) are not
+    written: their energy is in the run's record, and their per-name totals in the meter's
+    ``window_stats`` (the Prometheus ``window`` label). Records are not fsynced one by one, so
+    that a window per training step costs no disk flush: each is still one ``write(2)``, which
+    a crash of the process cannot tear (only a crash of the machine can lose the last ones).
+
+    >>> from meter.core import Meter
+    >>> m = Meter(sinks=[WindowRecords("runs.jsonl", run_id="0123...")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        run_id: str | None,
+        fsync: bool = False,
+        max_per_name: int = MAX_WINDOW_RECORDS_PER_NAME,
+    ) -> None:
+        self.writer = JsonlWriter(path, fsync=fsync)
+        self.run_id = run_id
+        self.max_per_name = max_per_name
+        self._written: dict[str, int] = {}
+        #: Windows not written because their name reached ``max_per_name``.
+        self.skipped = 0
+
+    @property
+    def path(self) -> Path:
+        return self.writer.path
+
+    def wants(self, name: str) -> bool:
+        """Whether a window of this name would still be written (its Measurement is then not
+        built for nothing)."""
+        if self._written.get(name, 0) < self.max_per_name:
+            return True
+        self._skip(name)
+        return False
+
+    def _skip(self, name: str) -> None:
+        self.skipped += 1
+        if self.skipped == 1:
+            log.warning(
+                "meter: %d records of window %r are in %s; later windows of a name past %d "
+                "are not written (the run's own record holds the whole run)",
+                self.max_per_name,
+                name,
+                self.path,
+                self.max_per_name,
+            )
+
+    def __call__(self, measurement: Any) -> None:
+        if measurement.group is not None:
+            return
+        name = measurement.name
+        written = self._written.get(name, 0)
+        if written >= self.max_per_name:
+            self._skip(name)
+            return
+        self._written[name] = written + 1
+        self.writer.write({**measurement.to_dict(), "kind": "window", "run_id": self.run_id})
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Yield the records of a JSONL file, skipping (with a warning) lines torn by a crash."""
     with open(path, encoding="utf-8") as f:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from meter.integrations.distributed import RankWindows, describe
 
 from meter import Measurement, Meter
+from meter.core import run_report_hint
 from meter.ranks import Ranks
 
 if TYPE_CHECKING:
@@ -166,6 +167,9 @@ class EnergyCallback(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.windows.close("steps")
         self._end_stage(trainer, "fit")
+        hint = run_report_hint()  # under `meter run --output F`: F gets the windows too
+        if hint is not None:
+            self._say(hint, trainer)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if _fn(trainer) == "validate":

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from meter.integrations.distributed import RankWindows, describe
 
 from meter import Measurement, Meter
+from meter.core import run_report_hint
 from meter.ranks import Ranks
 
 if TYPE_CHECKING:
@@ -342,6 +343,9 @@ class EnergyCallback(TrainerCallback):
             ranks = self.totals.extra.get("world_size")
             over = f" over {ranks} ranks" if ranks else ""
             self._say(state, f"energy: training{over}: {describe(self.totals)}")
+        hint = run_report_hint()  # under `meter run --output F`: F gets the windows too
+        if hint is not None:
+            self._say(state, hint)
 
     def _say(self, state: TrainerState, line: str) -> None:
         if self.verbose and state.is_world_process_zero:

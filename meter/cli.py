@@ -25,15 +25,17 @@ import textwrap
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 from meter import __version__, _child, config, idle
-from meter.core import Meter, check_interval, options_from_env
+from meter.core import Meter, check_interval, options_from_env, report_command
 from meter.errors import ConfigError, MeterError
 from meter.measurement import Measurement
+from meter.timeline import Timeline
 
 if TYPE_CHECKING:
     from meter.carbon.accounting import ZonePrice
@@ -748,13 +750,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--compare-zones: {exc}", setting="--compare-zones") from None
     m = _build_meter(args)
     m.start()
+    run_id = uuid.uuid4().hex
+    timeline = Timeline.attach(m) if writer is not None and not args.no_timeline else None
     try:
         exporters = _start_run_exporters(args, m)
     except BaseException:
         m.close()
         raise
-    # The command's own windows (meter.measure) get the same settings, through its variables.
-    for name, value in command_settings(args).items():
+    # The command's own windows (meter.measure) get the same settings, through its variables,
+    # and with --output go to the same file, tagged with the run's id (`meter.core`).
+    settings = command_settings(args)
+    if writer is not None:
+        settings["METER_RUN_ID"] = run_id
+        settings["METER_RUN_OUTPUT"] = str(writer.path.absolute())
+    for name, value in settings.items():
         if value is None:
             os.environ.pop(name, None)
         else:
@@ -801,6 +810,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     m.refresh()  # exporters read the published state: make it the end of the run
     _stop_run_exporters(exporters)  # the final push happens here, before the meter stops
     m.close()
+    if timeline is not None:
+        timeline.sample()  # the end of the run (the sampler has stopped: no tick races it)
     prices = _compare(result, compare) if compare else []
     try:
         print_summary(result, " ".join(command), exit_code)
@@ -810,25 +821,62 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # nobody reads stderr any more: the record still goes to --output
         _silence(sys.stderr)
     if writer is not None:
-        record = result.to_dict()
-        record.update(
-            {
-                "kind": "run",
-                "command": command,
-                "exit_code": exit_code,
-                "host": socket.gethostname(),
-                "interval_s": m.interval_s,
-                "meter_version": __version__,
-            }
+        record = run_record(
+            result,
+            run_id=run_id,
+            command=command,
+            exit_code=exit_code,
+            interval_s=m.interval_s,
+            prices=prices,
+            timeline=timeline,
         )
-        if prices:
-            record["compare_zones"] = [
-                {"zone": p.zone, "g_per_kwh": p.g_per_kwh, "co2e_g": p.co2e_g, "source": p.source}
-                for p in prices
-            ]
-        if not _save_record(writer, record) and exit_code == 0:
-            return EXIT_RECORD_NOT_SAVED
+        if not _save_record(writer, record):
+            return EXIT_RECORD_NOT_SAVED if exit_code == 0 else exit_code
+        _say_report(args.output)
     return exit_code
+
+
+def run_record(
+    result: Measurement,
+    *,
+    run_id: str,
+    command: Sequence[str],
+    exit_code: int,
+    interval_s: float,
+    prices: Sequence[ZonePrice] = (),
+    timeline: Timeline | None = None,
+) -> dict[str, Any]:
+    """The record ``meter run --output`` appends for a run (``kind: "run"``): the run's
+    `Measurement`, what ran and where, the what-if prices, and its power timeline
+    (`meter.timeline.Timeline.to_dict`), last."""
+    record = result.to_dict()
+    record.update(
+        {
+            "kind": "run",
+            "run_id": run_id,
+            "command": list(command),
+            "exit_code": exit_code,
+            "host": socket.gethostname(),
+            "interval_s": interval_s,
+            "meter_version": __version__,
+        }
+    )
+    if prices:
+        record["compare_zones"] = [
+            {"zone": p.zone, "g_per_kwh": p.g_per_kwh, "co2e_g": p.co2e_g, "source": p.source}
+            for p in prices
+        ]
+    if timeline is not None:
+        record["timeline"] = timeline.to_dict()
+    return record
+
+
+def _say_report(output: str) -> None:
+    """The last line of a run with --output: how to turn its file into a report."""
+    try:
+        _err(f"report: {report_command(output)}")
+    except BrokenPipeError:  # nobody reads stderr any more
+        _silence(sys.stderr)
 
 
 def _compare(m: Measurement, zones: list[str]) -> list[ZonePrice]:
@@ -1339,6 +1387,11 @@ def build_parser() -> _Parser:
             "CMD gets every setting given here in its METER_* variable (--zone as METER_ZONE, "
             "--pue as METER_PUE, ...), so windows it opens itself (meter.measure) meter and "
             "price what the summary does.",
+            "With --output, the run's record holds its power timeline (mean, min and max watts "
+            "per device; --no-timeline leaves it out), and the windows CMD records itself "
+            "(meter.measure, the Lightning and Transformers callbacks) are appended to the same "
+            "file before it, tagged with the run's id (METER_RUN_OUTPUT, METER_RUN_ID). The "
+            "last line on stderr says how to make the HTML report.",
             "On a terminal, a status line on the last row shows the run so far (elapsed, power, "
             "energy, CO2e), redrawn once a second; --quiet turns it off.",
         ),
@@ -1346,6 +1399,12 @@ def build_parser() -> _Parser:
     )
     r.add_argument(
         "-o", "--output", default=None, metavar="FILE", help="append one JSON record per run"
+    )
+    r.add_argument(
+        "--no-timeline",
+        action="store_true",
+        help="leave the power timeline (mean, min and max watts per device, at most 2,000 "
+        "points) out of the --output record",
     )
     r.add_argument(
         "--name",
@@ -1505,6 +1564,10 @@ def build_parser() -> _Parser:
     g.add_argument("-o", "--output", default=None, metavar="FILE", help="write it to FILE")
     g.set_defaults(func=cmd_dashboard)
     _finish(g, ())
+
+    from meter import report  # (its plotly part is imported only to write a page)
+
+    _finish(cast(_Parser, report.add_parser(sub, **common)), ())  # (sub makes _Parsers)
 
     _finish(
         p,

@@ -114,6 +114,20 @@ SETTINGS: tuple[Setting, ...] = (
         "--quiet",
     ),
     Setting(
+        "METER_RUN_ID",
+        "text",
+        "the run's id (32 hex digits), set by `meter run` for its command: the windows the "
+        "command records to `METER_RUN_OUTPUT` carry it as `run_id`",
+        "set by `meter run`",
+    ),
+    Setting(
+        "METER_RUN_OUTPUT",
+        "text",
+        "JSONL file the default meter appends each window's record to (`kind: window`); "
+        "`meter run --output F` sets it to F's absolute path for its command",
+        "set by `meter run`",
+    ),
+    Setting(
         "METER_SIMULATE_GPUS",
         "text",
         "simulated GPUs, labelled `simulated`: e.g. `300,150`, `300:sampled` (no energy "

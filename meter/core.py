@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import logging
 import math
 import os
+import shlex
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -127,7 +130,9 @@ class Meter:
     RAPL is unreadable and ``cpu_estimate`` is true). ``interval_s``: sampling interval.
     ``idle_power_w``: idle watts per device key (``{"gpu:0": 62.0}``), merged over the file
     written by ``meter calibrate``. ``sync_cuda``: synchronise CUDA at window boundaries.
-    ``sinks``: callables that receive every `Measurement`. ``gpu_correction``: "auto" (or a
+    ``sinks``: callables that receive every `Measurement` at its window's exit;
+    ``settled_sinks``: the same, once the window is settled (off the user's thread, so a window
+    per step stays cheap; not for shared windows). ``gpu_correction``: "auto" (or a
     family such as "a100") undoes the published gain and offset of the GPUs' power sensors,
     labelled in every result (`meter.devices.corrections`); off by default. ``clock``
     (monotonic seconds) and ``sleep`` can be injected; with ``background=False`` no sampler
@@ -157,6 +162,7 @@ class Meter:
         history: int = DEFAULT_HISTORY,
         phase_lock: bool = True,
         sinks: Sequence[Sink] = (),
+        settled_sinks: Sequence[Sink] = (),
         clock: Clock = time.perf_counter,
         carbon: bool = True,
         zone: str | None = None,
@@ -254,6 +260,12 @@ class Meter:
             corrections=self.corrections,
         )
         self.sinks: list[Sink] = list(sinks)
+        #: Sinks that receive each gross window's `Measurement` when the window is settled
+        #: (after the sampler's next tick, off the user's thread), not at its exit: a window
+        #: per training step keeps its cheap exit.
+        self.settled_sinks: list[Sink] = list(settled_sinks)
+        if self.settled_sinks:  # windows still queued when the process ends reach them too
+            atexit.register(_settle_at_exit, weakref.ref(self))
         self._window_stats: dict[str, WindowStats] = {}
         self._folded_windows = False  # a window name was counted as OTHER_WINDOWS (warned once)
         #: Windows added to the per-name totals so far (exporters tell a changed total by it).
@@ -589,7 +601,47 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     max_windows = config.value("METER_MAX_WINDOWS", environ)
     if max_windows is not None:
         opts["max_windows"] = check_max_windows(max_windows, "METER_MAX_WINDOWS")
+    output = config.raw("METER_RUN_OUTPUT", environ)
+    if output is not None:
+        opts["settled_sinks"] = [_run_windows(output, config.raw("METER_RUN_ID", environ))]
     return opts
+
+
+def _settle_at_exit(ref: weakref.ref[Meter]) -> None:
+    meter = ref()
+    if meter is not None:
+        meter.settle_windows()
+
+
+def _run_windows(path: str, run_id: str | None) -> Sink:
+    """The sink that appends this process's windows to the file of the ``meter run`` it runs
+    under (``METER_RUN_OUTPUT``), tagged with the run's id (``METER_RUN_ID``)."""
+    from meter.exporters.jsonl import WindowRecords
+
+    try:
+        return WindowRecords(path, run_id=run_id)
+    except OSError as exc:
+        raise ConfigError(
+            f"METER_RUN_OUTPUT={config.short(path)!r}: {exc}", setting="METER_RUN_OUTPUT"
+        ) from None
+
+
+def report_command(output: str) -> str:
+    """The command that makes the HTML report of a ``meter run --output`` file.
+
+    >>> report_command("runs/a b.jsonl")
+    "meter report 'runs/a b.jsonl' -o report.html"
+    """
+    return f"meter report {shlex.quote(output)} -o report.html"
+
+
+def run_report_hint(environ: Mapping[str, str] | None = None) -> str | None:
+    """Under ``meter run --output F`` (``METER_RUN_OUTPUT``): the line that says how to make
+    F's report once the run has ended; None otherwise. What the training callbacks end with."""
+    output = config.raw("METER_RUN_OUTPUT", environ)
+    if output is None:
+        return None
+    return f"meter: report (once `meter run` has ended): {report_command(output)}"
 
 
 _warned_unknown: set[str] = set()

@@ -128,6 +128,7 @@ class WindowHost(Protocol):
     results: MeasurementBuilder
     sync_cuda: bool
     sinks: list[Callable[[Measurement], None]]
+    settled_sinks: list[Callable[[Measurement], None]]
     started_at: float | None
     started_wall: float | None
     closed: bool
@@ -178,6 +179,13 @@ class _Closed(NamedTuple):
             snaps1=self.carbon1,
             late=self.late,
         )
+
+
+def _wants(sink: Callable[[Measurement], None], name: str | None) -> bool:
+    """Whether a sink takes a window of this name (a sink may say with ``wants(name)``, so a
+    window it would drop is not built for it)."""
+    wants = getattr(sink, "wants", None)
+    return wants is None or bool(wants(name or "window"))
 
 
 #: Settling windows (`Window.settle`): the sampler's thread and a reader may race for one.
@@ -530,6 +538,16 @@ class Window:
                 self._account(meter, end.t, energies, None, end.snapshots, self._error, late)
             except Exception:
                 log.warning("meter: could not close window %r", self.name, exc_info=True)
+                return
+        settled = [s for s in meter.settled_sinks if _wants(s, self.name)]
+        if settled:
+            result = self.result
+            if result is not None:
+                for sink in settled:
+                    try:
+                        sink(result)
+                    except Exception:
+                        log.warning("meter: a settled-window sink failed", exc_info=True)
 
     def __exit__(
         self,

@@ -132,6 +132,23 @@ def test_fit_logs_epochs_steps_and_totals(
     assert "g CO2e" in out
 
 
+def test_under_meter_run_output_the_fit_ends_with_how_to_make_the_report(
+    tmp_path: Path,
+    meter_factory: Callable[..., Meter],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    m = meter_factory(300.0, interval_s=0.01)
+    trainer(tmp_path, EnergyCallback(m), max_epochs=1).fit(TinyModel(), loader())
+    assert "meter report" not in capsys.readouterr().out  # not under meter run --output
+
+    out = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("METER_RUN_OUTPUT", str(out))  # as meter run --output sets it
+    trainer(tmp_path, EnergyCallback(m), max_epochs=1).fit(TinyModel(), loader())
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last == f"meter: report (once `meter run` has ended): meter report {out} -o report.html"
+
+
 def test_validate_test_and_predict_are_metered(
     tmp_path: Path, meter_factory: Callable[..., Meter]
 ) -> None:

@@ -149,6 +149,23 @@ def test_energy_reaches_the_logs_the_history_and_reporters(
     assert "energy: training:" in out and "g CO2e" in out
 
 
+def test_under_meter_run_output_training_ends_with_how_to_make_the_report(
+    tmp_path: Path,
+    meter_factory: Callable[..., Meter],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    m = meter_factory(300.0, interval_s=0.01)
+    make_trainer(tmp_path, callbacks=[EnergyCallback(m)], num_train_epochs=1).train()
+    assert "meter report" not in capsys.readouterr().out  # not under meter run --output
+
+    out = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("METER_RUN_OUTPUT", str(out))  # as meter run --output sets it
+    make_trainer(tmp_path, callbacks=[EnergyCallback(m)], num_train_epochs=1).train()
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last == f"meter: report (once `meter run` has ended): meter report {out} -o report.html"
+
+
 def test_passed_with_callbacks_the_history_still_gets_energy(
     tmp_path: Path, meter_factory: Callable[..., Meter], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,7 +36,9 @@ def own_window(*flags: str, tmp_path, **env: str) -> tuple[dict, dict]:
     out = tmp_path / "run.jsonl"
     proc = run_meter("run", *flags, "-o", str(out), "--", sys.executable, "-c", OWN_WINDOW, **env)
     assert proc.returncode == 0, proc.stderr
-    (record,) = list(read_jsonl(out))
+    window, record = list(read_jsonl(out))  # the command's window goes to --output too
+    assert (window["kind"], window["name"], record["kind"]) == ("window", "own", "run")
+    assert window["run_id"] == record["run_id"]
     return json.loads(proc.stdout), record
 
 
