@@ -55,7 +55,9 @@ def test_the_commands_windows_come_first_then_the_run_with_its_timeline(tmp_path
     assert n > 0 and all(len(values) == n for values in lists)
     gpu0 = timeline["devices"]["gpu:0"]
     assert gpu0["method"] == "simulated" and gpu0["kind"] == "gpu"
-    assert [w for w in gpu0["mean_w"] if w is not None] == pytest.approx([300.0] * n, abs=1)
+    assert [w for w in gpu0["mean_w"] if w is not None] == pytest.approx(
+        [300.0] * n, rel=0.03
+    )  # (the counter rate: +-1-2 % under load)
     assert all(round(w, 1) == w for w in gpu0["max_w"] if w is not None)
     start, end = timeline["t0"], timeline["t0"] + n * timeline["bucket_s"]
     for w in windows:
