@@ -738,6 +738,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err("nothing to run: give a command after --, e.g. `meter run -- python train.py`")
         return 2
     _check_run_flags(args)
+    _check_otlp(args)
     status_wanted = _status_wanted(args)
     writer = _open_output(args.output) if args.output else None
     compare = [z.strip() for z in (args.compare_zones or "").split(",") if z.strip()]
@@ -931,7 +932,8 @@ def _redact(url: str) -> str:
 
 
 def _start_run_exporters(args: argparse.Namespace, m: Meter) -> list[Any]:
-    """The Prometheus server and Pushgateway pusher ``meter run`` was asked for."""
+    """The Prometheus server, Pushgateway pusher and OTLP exporter ``meter run`` was asked
+    for."""
     from meter.exporters.ports import DEFAULT_ADDR
 
     started: list[Any] = []
@@ -965,6 +967,9 @@ def _start_run_exporters(args: argparse.Namespace, m: Meter) -> list[Any]:
                 flag = "--push-job" if exc.setting == "job" else "--push-gateway"
                 raise ConfigError(f"{flag}: {exc}", setting=flag) from None
             started.append(pusher.start())
+        otlp = _start_otlp(args, m)
+        if otlp is not None:
+            started.append(otlp)
     except BaseException:
         _stop_run_exporters(started, final_push=False)
         raise
@@ -975,7 +980,10 @@ def _stop_run_exporters(started: list[Any], final_push: bool = True) -> None:
     from meter.exporters.prometheus import Pusher
 
     for exporter in reversed(started):
-        if isinstance(exporter, Pusher):
+        if type(exporter).__name__ == "OtlpExporter":  # (its module needs the otel extra)
+            if exporter.close() and final_push:
+                _err(f"exported the run's metrics to {_redact(exporter.url)} over OTLP")
+        elif isinstance(exporter, Pusher):
             if exporter.close(final_push=final_push) and final_push:
                 _err(
                     f"pushed the run's metrics to the Pushgateway {_redact(exporter.url)} "
@@ -999,6 +1007,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(f"give both --tls-cert and --tls-key to serve HTTPS: add {missing}")
         return 2
     users = _read_basic_auth(args.basic_auth_file, "--basic-auth-file")
+    _check_otlp(args)
     stop = threading.Event()
     received: list[int] = []
 
@@ -1025,12 +1034,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 raise _listen_error(exc, "--port", "--addr", args.addr) from None
             try:
+                otlp = _start_otlp(args, m)
+            except BaseException:
+                server.close()
+                raise
+            try:
                 devices = ", ".join(f"{d.key} ({d.method})" for d in m.devices) or "none"
                 auth = ", basic auth" if users else ""
                 print(f"meter: serving {server.url}{auth}; devices: {devices}", file=sys.stderr)
                 while not stop.wait(1.0):
                     pass
             finally:
+                if otlp is not None:
+                    m.refresh()  # the last export carries the figures of now
+                    otlp.close()
                 server.close()
         finally:
             m.close()
@@ -1256,6 +1273,54 @@ def _env_help(name: str) -> str:
     return f" (env {name}{default})"
 
 
+def _otlp_option(parser: argparse.ArgumentParser) -> None:
+    """``--otlp [URL]`` (`meter.exporters.otlp`), in its own group of ``parser``'s help."""
+    group = parser.add_argument_group("OpenTelemetry")
+    group.add_argument(
+        "--otlp",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help="also export over OTLP/HTTP (hw.energy, hw.power, ...) to URL, e.g. "
+        "http://collector:4318 (/v1/metrics is appended); without URL, "
+        "OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables decide (needs pip "
+        "install '.[otel]')",
+    )
+
+
+def _start_otlp(args: argparse.Namespace, m: Meter) -> Any:
+    """The OTLP exporter asked for with ``--otlp``, or None."""
+    if args.otlp is None:
+        return None
+    from meter.exporters.otlp import start_otlp
+
+    try:
+        exporter = start_otlp(m, args.otlp or None)
+    except ConfigError as exc:
+        raise ConfigError(f"--otlp: {exc}", setting="--otlp") from None
+    print(f"meter: exporting to {_redact(exporter.url)} over OTLP", file=sys.stderr)
+    return exporter
+
+
+def _check_otlp(args: argparse.Namespace) -> None:
+    """``--otlp`` without the otel extra fails before anything runs."""
+    if getattr(args, "otlp", None) is None:
+        return
+    from meter.exporters.otlp import metrics_url, require
+
+    require()
+    if args.otlp:
+        try:
+            metrics_url(args.otlp)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"--otlp: {exc} (to export where the OTEL_* variables say, put -- before the "
+                "command: meter run --otlp -- CMD)",
+                setting="--otlp",
+            ) from None
+
+
 def _device_options() -> argparse.ArgumentParser:
     """The options shared by the commands that meter devices (a parent parser)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -1460,6 +1525,7 @@ def build_parser() -> _Parser:
         metavar="FILE",
         help="file with user:password for the Pushgateway",
     )
+    _otlp_option(r)
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command to meter")
     r.set_defaults(func=cmd_run)
     _finish(r, (*_METER_VARIABLES, "METER_SYNC_CUDA", "METER_QUIET", *_CARBON_VARIABLES))
@@ -1492,6 +1558,7 @@ def build_parser() -> _Parser:
         metavar="FILE",
         help="require basic auth: a file of user:password lines (keep it chmod 600)",
     )
+    _otlp_option(s)
     s.set_defaults(func=cmd_serve)
     _finish(s, (*_METER_VARIABLES, *_CARBON_VARIABLES))
 

@@ -20,7 +20,7 @@ import itertools
 import math
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from meter.integrations.asgi.measurement import OTHER, UNMATCHED, RequestMeasurement
@@ -33,11 +33,44 @@ __all__ = [
     "DEFAULT_MAX_ROUTES",
     "LABELS",
     "MAX_ROUTE_LENGTH",
+    "REQUEST_OBSERVERS",
     "RequestMetrics",
+    "RouteCap",
 ]
 
 #: Distinct ``route`` label values kept per registry; further routes are counted as `OTHER`.
 DEFAULT_MAX_ROUTES = 100
+
+#: Callables every middleware of this process calls with each finished request's
+#: `RequestMeasurement` (other exporters, such as OTLP, add theirs here). Called on the
+#: request's path: they must be cheap and must not raise (a failure is logged and skipped).
+REQUEST_OBSERVERS: list[Callable[[RequestMeasurement], None]] = []
+
+
+class RouteCap:
+    """The first ``max_routes`` distinct routes keep their value, later ones are `OTHER`
+    (`UNMATCHED` stays): the cap of the Prometheus ``route`` label, for other exporters.
+
+    >>> cap = RouteCap(2)
+    >>> [cap(r) for r in ("/a", "/b", "/c", "/a", UNMATCHED)]
+    ['/a', '/b', 'other', '/a', 'unmatched']
+    """
+
+    def __init__(self, max_routes: int = DEFAULT_MAX_ROUTES) -> None:
+        self.max_routes = _check_max_routes(max_routes)
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, route: str) -> str:
+        if route in self._seen or route in (UNMATCHED, OTHER):
+            return route
+        with self._lock:
+            if len(self._seen) < self.max_routes:
+                self._seen.add(route)
+                return route
+        return OTHER
+
+
 #: Histogram buckets of ``meter_request_energy_joules``: 10 mJ to 10 kJ, about 2.5x apart
 #: (a short request on a shared GPU is well under 1 J; a long generation alone on 8 GPUs can
 #: reach kJ).

@@ -19,7 +19,12 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping, Seq
 from typing import Any
 
 from meter.integrations.asgi.measurement import UNMATCHED, RequestMeasurement, method_label
-from meter.integrations.asgi.metrics import DEFAULT_BUCKETS_J, DEFAULT_MAX_ROUTES, RequestMetrics
+from meter.integrations.asgi.metrics import (
+    DEFAULT_BUCKETS_J,
+    DEFAULT_MAX_ROUTES,
+    REQUEST_OBSERVERS,
+    RequestMetrics,
+)
 from meter.integrations.asgi.routes import RouteStart, RouteTemplates
 from meter.integrations.asgi.tokens import OutputTokenScanner, carries_usage
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -393,6 +398,11 @@ class _Request:
         except Exception:
             middleware._warn("close", "could not account a request")
             return None
+        for observer in REQUEST_OBSERVERS:  # other exporters' (OTLP)
+            try:
+                observer(result)
+            except Exception:
+                middleware._warn("observer", "a request observer failed")
         try:  # for the app: request.state.meter_request (Starlette reads scope["state"])
             scope.setdefault("state", {})["meter_request"] = result
         except Exception:

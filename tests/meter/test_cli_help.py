@@ -42,6 +42,8 @@ def test_every_option_is_in_the_usage_line_with_the_same_metavar(command):
         assert re.search(rf"\[{re.escape(first)}[ \]]", usage), first
         if action.nargs != 0:  # takes a value: the same metavar in the usage and the list
             metavar = action.metavar or action.dest.upper()
+            if action.nargs == "?":  # an optional value (--otlp [URL])
+                metavar = f"[{metavar}]"
             assert f"[{first} {metavar}]" in usage, first
             assert f"{last} {metavar}" in rest, last
 
