@@ -93,7 +93,11 @@ def test_counter_gpu_energy_matches_the_simulator_over_real_time() -> None:
     sim = SimulatedGPU(
         lambda t: 250.0 + 100.0 * math.sin(2 * math.pi * t / 0.2), counter_update_s=0, clock=clock
     )
-    (gpu,), unavailable, warnings = open_gpus(nvml=FakeNVML([sim]), visible=None)
+    # The device times its reads on its own clock (the same time base): `clock.last` stays the
+    # time of the simulator's last NVML call.
+    (gpu,), unavailable, warnings = open_gpus(
+        nvml=FakeNVML([sim]), visible=None, clock=time.perf_counter
+    )
     assert not unavailable and not warnings
     t_open = clock.last  # when the simulator served the counter value read at open
     time.sleep(0.3)
