@@ -49,8 +49,9 @@ MAX_EXTRAPOLATION_S = 2.0
 BOUNDARY_WAIT_S = 0.002
 #: A read that took longer than this is timed at its end rather than its midpoint: what it
 #: returns may include energy up to its end, which must not land before a boundary that
-#: passed meanwhile.
-SLOW_READ_S = 0.002
+#: passed meanwhile. (Not lower: on a busy machine a read is often descheduled for a few
+#: milliseconds, and a read timed at its end does not feed the counter's phase lock.)
+SLOW_READ_S = 0.05
 #: A device call in progress for this long is stalled: the device shows as unreadable from the
 #: call's start, and the sampler goes on with the other devices (`meter.sampler`).
 STALL_S = 1.0
