@@ -45,7 +45,10 @@ def test_the_commands_windows_come_first_then_the_run_with_its_timeline(tmp_path
     assert {w["run_id"] for w in windows} == {run["run_id"]}
     for w in windows:
         assert set(w["devices"]) == {"gpu:0", "gpu:1"}
-        assert w["energy_j"] == pytest.approx(450.0 * w["duration_s"], rel=0.05)
+        # (A window that opens with the process's meter may close before the counters'
+        # phase lock: then it is flagged approximate and may be off by a counter step.)
+        tolerance = 0.35 if w["approximate"] else 0.05
+        assert w["energy_j"] == pytest.approx(450.0 * w["duration_s"], rel=tolerance)
 
     timeline = run["timeline"]
     assert set(timeline) == {"t0", "bucket_s", "devices"}
