@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RANK_TIMEOUT_S = 120
 
 
+class PortTaken(Exception):
+    """A rank could not bind the rendezvous port: another process took it first."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,6 +61,14 @@ def run_ranks(tmp_path: Path) -> Callable[..., list[dict[str, Any]]]:
     results come back in rank order. A rank that fails fails the test with its output."""
 
     def run(script: str, *, world_size: int = 2, env: Mapping[str, str] | None = None) -> list[Any]:
+        try:
+            return run_once(script, world_size, env)
+        except PortTaken:
+            # free_port() gave a port another process took before rank 0 bound it (tests
+            # run in parallel): once more, on a new port.
+            return run_once(script, world_size, env)
+
+    def run_once(script: str, world_size: int, env: Mapping[str, str] | None) -> list[Any]:
         path = tmp_path / "rank_script.py"
         path.write_text(script)
         port = free_port()
@@ -86,6 +98,8 @@ def run_ranks(tmp_path: Path) -> Callable[..., list[dict[str, Any]]]:
                     code = None
                 log.close()
                 output = Path(log.name).read_text()
+                if code != 0 and "address already in use" in output.lower():
+                    raise PortTaken(output[-2000:])
                 assert code == 0, f"rank {rank} exited with {code}:\n{output[-4000:]}"
                 results.append({**json.loads(out.read_text()), "output": output})
         finally:
