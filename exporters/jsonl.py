@@ -142,11 +142,9 @@ class WindowRecords:
         if measurement.group is not None:
             return
         name = measurement.name
-        written = self._written.get(name, 0)
-        if written >= self.max_per_name:
-            self._skip(name)
+        if not self.wants(name):
             return
-        self._written[name] = written + 1
+        self._written[name] = self._written.get(name, 0) + 1
         self.writer.write({**measurement.to_dict(), "kind": "window", "run_id": self.run_id})
 
 

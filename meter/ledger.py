@@ -167,6 +167,13 @@ class _Calibration:
 _EMPTY = Snapshot(None, 0.0, 0.0, 0.0, 0.0, None, 0, False, None)
 
 
+def _reads_at_boundaries(info: DeviceInfo) -> bool:
+    """Whether window boundaries read the device: hardware counters (RAPL, NVML) and GPUs read
+    through their power field; estimates are extrapolated from the sampler's latest read."""
+    hardware = info.method in ("counter", "sampled", "simulated")
+    return hardware and (info.counter or info.kind == "gpu")
+
+
 class Track:
     """The state of one device in the ledger. Readers use `snapshot` and the public methods;
     everything else is the sampler's (under the device's lock)."""
@@ -208,8 +215,7 @@ class Track:
         # last tick, which halves the worst error of a window that ends just after a load step
         # (recorded A100 step load, 1 s windows: 4.5 % -> 3.7 %). Estimates are extrapolated
         # from the sampler's latest read instead.
-        hardware = self.info.method in ("counter", "sampled", "simulated")
-        self._boundary_reads = hardware and (self.info.counter or self.info.kind == "gpu")
+        self._boundary_reads = _reads_at_boundaries(self.info)
         # Only hardware counters step; an estimate integrates continuously.
         self._model: StepModel | None = (
             StepModel() if self._boundary_reads and self.info.counter else None
@@ -460,8 +466,7 @@ class Track:
         self._model = None
         self._change = None
         self._fallback_at = self._clock()
-        hardware = self.info.method in ("counter", "sampled", "simulated")
-        self._boundary_reads = hardware and (self.info.counter or self.info.kind == "gpu")
+        self._boundary_reads = _reads_at_boundaries(self.info)
         log.warning("meter: %s: %s", self.info.key, exc)
         self._publish()
 

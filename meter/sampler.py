@@ -114,9 +114,7 @@ class Sampler:
             if self._thread is not None:
                 return
             self._stop.clear()
-            thread = threading.Thread(
-                target=self._run, args=(self._generation,), name=self.name, daemon=True
-            )
+            thread = self._sampler_thread()
             watchdog = threading.Thread(
                 target=self._watch, name=f"{self.name}-watchdog", daemon=True
             )
@@ -252,15 +250,19 @@ class Sampler:
                 self._replace(thread)
         return stuck
 
+    def _sampler_thread(self) -> threading.Thread:
+        """A (not started) sampler thread of the current generation."""
+        return threading.Thread(
+            target=self._run, args=(self._generation,), name=self.name, daemon=True
+        )
+
     def _replace(self, stuck: threading.Thread) -> None:
         with self._lock:
             if self._thread is not stuck or self._stop.is_set():
                 return
             self._generation += 1
             self.replaced_threads += 1
-            thread = threading.Thread(
-                target=self._run, args=(self._generation,), name=self.name, daemon=True
-            )
+            thread = self._sampler_thread()
             self._thread = thread
             self._threads[:1] = [thread]
             thread.start()

@@ -10,11 +10,11 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 
 import pytest
 
 from meter.cli import LiveFigures, StatusLine, status_text
+from tests.meter.ptys import Drained
 from tests.meter.test_cli import env, meter_cmd, run_meter
 
 
@@ -117,26 +117,14 @@ def test_no_status_when_stderr_is_not_a_terminal():
     assert "\x1b" not in proc.stderr and "| gpu" not in proc.stderr
 
 
-class Terminal:
+class Terminal(Drained):
     """A pseudo-terminal of 24 x 80 whose output is drained in the background."""
 
     def __init__(self) -> None:
-        self.master, self.slave = pty.openpty()
+        master, self.slave = pty.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        self.output = bytearray()
         self.closed = False
-        self._reader = threading.Thread(target=self._drain, name="pty-drain", daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.master, 4096)
-            except OSError:  # EIO once no process holds the terminal open
-                return
-            if not chunk:
-                return
-            self.output += chunk
+        self.start_draining(master)
 
     def run(self, *args: str, **extra_env: str) -> int:
         """``meter`` with stdout and stderr on the terminal; its exit code."""
@@ -154,7 +142,7 @@ class Terminal:
         if not self.closed:
             self.closed = True
             os.close(self.slave)
-            self._reader.join(timeout=5)
+            self.join()
             os.close(self.master)
         return bytes(self.output).decode(errors="replace")
 

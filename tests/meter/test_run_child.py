@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from meter.exporters.jsonl import read_jsonl
 
+from tests.meter.ptys import Drained
 from tests.meter.test_cli import env, meter_cmd
 
 linux_only = pytest.mark.skipif(
@@ -160,26 +160,14 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 
 
-class Terminal:
+class Terminal(Drained):
     """A pseudo-terminal whose output is drained in the background (so meter never blocks)."""
 
     def __init__(self) -> None:
-        self.master, slave = os.openpty()
+        master, slave = os.openpty()
         self.slave_name = os.ttyname(slave)
         os.close(slave)
-        self.output = bytearray()
-        self._reader = threading.Thread(target=self._drain, name="pty-drain", daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.master, 4096)
-            except OSError:  # EIO once no process holds the terminal open
-                return
-            if not chunk:
-                return
-            self.output += chunk
+        self.start_draining(master)
 
     def run_meter(self, *args: str) -> subprocess.Popen[bytes]:
         launch = [sys.executable, "-c", ON_TERMINAL, self.slave_name, "-m", "meter"]
@@ -187,7 +175,7 @@ class Terminal:
 
     def close(self) -> None:
         os.close(self.master)
-        self._reader.join(timeout=5)
+        self.join()
 
 
 @pytest.fixture
