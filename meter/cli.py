@@ -769,29 +769,39 @@ def cmd_run(args: argparse.Namespace) -> int:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    try:
-        # On Linux under a guardian: if meter dies, even by SIGKILL, so does the command,
-        # with everything it started (`meter._child`).
-        child = _child.start(command)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            _err(f"command not found: {command[0]}")
-        elif isinstance(exc, PermissionError):
-            _err(f"permission denied: {command[0]}")
-        else:
-            _err(f"cannot run {command[0]}: {exc.strerror or exc}")
-        _stop_run_exporters(exporters)
-        m.close()
-        return 127 if isinstance(exc, FileNotFoundError) else 126
+    children: list[Any] = []  # the command, once started
+    pending: list[int] = []  # SIGTERMs (and SIGINTs not from the terminal) before it started
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and _terminal_delivers_sigint():
             return  # the terminal sent it to the whole foreground group, child included
-        child.send_signal(signum)
+        if children:
+            children[0].send_signal(signum)
+        else:
+            pending.append(signum)
 
-    status = LiveStatus(m, StatusLine(sys.stderr.fileno())).start() if status_wanted else None
+    # The handlers go in before the command starts: a Ctrl-C the moment it has started must
+    # not interrupt meter itself (it used to, between the start and the handlers: exit 130).
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            # On Linux under a guardian: if meter dies, even by SIGKILL, so does the command,
+            # with everything it started (`meter._child`).
+            child = _child.start(command)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                _err(f"command not found: {command[0]}")
+            elif isinstance(exc, PermissionError):
+                _err(f"permission denied: {command[0]}")
+            else:
+                _err(f"cannot run {command[0]}: {exc.strerror or exc}")
+            _stop_run_exporters(exporters)
+            m.close()
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+        children.append(child)
+        for signum in pending:
+            child.send_signal(signum)
+        status = LiveStatus(m, StatusLine(sys.stderr.fileno())).start() if status_wanted else None
         try:
             while True:
                 try:
@@ -800,12 +810,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 except KeyboardInterrupt:  # pragma: no cover - handler above replaces it
                     continue
         finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+            child.close()  # on an exception in meter, the guardian kills the command
+            if status is not None:
+                status.close()
     finally:
-        child.close()  # on an exception in meter, the guardian kills the command
-        if status is not None:
-            status.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
     name = args.name or run_name(command)
     result = m.measure_since_start(name, error=None if exit_code == 0 else f"exit code {exit_code}")
     m.refresh()  # exporters read the published state: make it the end of the run
